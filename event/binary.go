@@ -23,7 +23,7 @@ type Binding struct {
 
 	// Precomputed header names, so encoding allocates no strings.
 	kSpec, kID, kSource, kType, kSubject, kTime, kSchema string
-	kCorr, kCaus, kPKey, kSeq, kTP, kTS                 string
+	kCorr, kCaus, kPKey, kSeq, kTP, kTS                  string
 }
 
 func newBinding(name, prefix, contentType, altPrefix, altContentType string) Binding {
