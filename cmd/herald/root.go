@@ -1,0 +1,36 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+// app holds what every subcommand shares: the global flags.
+type app struct {
+	// url is the broker URL clients connect to (nats://, kafka://, amqp://).
+	url string
+	// registryURL is the schema registry's base URL.
+	registryURL string
+	// adminURL is the admin API's base URL.
+	adminURL string
+	// output is the output format: "text" or "json".
+	output string
+}
+
+func newRootCmd() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:           "herald",
+		Short:         "Herald: the event backbone for Go microservices",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.url, "url", "", "broker URL (default: $HERALD_URL, else the local herald started by serve/dev, else nats://127.0.0.1:4222)")
+	pf.StringVar(&a.registryURL, "registry-url", "", "schema registry URL (default: $HERALD_REGISTRY_URL, else the local herald's)")
+	pf.StringVar(&a.adminURL, "admin-url", "", "admin API URL (default: $HERALD_ADMIN_URL, else the local herald's)")
+	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	root.AddCommand(
+		newVersionCmd(a),
+	)
+	return root
+}
