@@ -1,0 +1,263 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Durability says when JetStream reports a message as stored.
+type Durability string
+
+const (
+	// Fast: a confirmed message is written to the operating system (it
+	// survives a crash of the Herald process, not of the machine); files are
+	// fsynced every SyncInterval (default 1s), never on JetStream's silent
+	// 2-minute default.
+	Fast Durability = "fast"
+	// Sync: a confirmed message is fsynced to disk (it survives power
+	// loss). Costs an fsync per publish; batching amortises it.
+	Sync Durability = "sync"
+)
+
+// ParseDurability reads "fast" or "sync".
+func ParseDurability(s string) (Durability, error) {
+	switch Durability(s) {
+	case Fast, Sync:
+		return Durability(s), nil
+	}
+	return "", fmt.Errorf("durability %q: want fast or sync", s)
+}
+
+// EmbeddedConfig configures an in-process NATS server with JetStream.
+type EmbeddedConfig struct {
+	// DataDir holds the JetStream file store. Required. Created if missing.
+	DataDir string
+	// Addr is the host:port NATS clients connect to. Empty: no network
+	// listener, in-process connections only. Port 0 picks a free port.
+	Addr string
+	// Durability of confirmed messages. Default Fast.
+	Durability Durability
+	// SyncInterval is how often Fast durability fsyncs. Default 1s.
+	SyncInterval time.Duration
+	// ServerName names the server in cluster and monitoring output.
+	// Default "herald".
+	ServerName string
+	// ReadyTimeout bounds the wait for JetStream readiness. Default 30s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's notices and errors. Default
+	// slog.Default(); debug and trace output is dropped.
+	Logger *slog.Logger
+}
+
+// Embedded is a running in-process NATS server with JetStream.
+type Embedded struct {
+	srv *server.Server
+	cfg EmbeddedConfig
+}
+
+// ErrAddrInUse is returned (wrapped) when the NATS listen address is taken.
+var ErrAddrInUse = errors.New("address already in use")
+
+// RunEmbedded starts a NATS server in this process and returns once it
+// accepts connections and JetStream is ready. Stop it with Shutdown.
+func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("natsjs: EmbeddedConfig.DataDir is required")
+	}
+	if cfg.Durability == "" {
+		cfg.Durability = Fast
+	}
+	if _, err := ParseDurability(string(cfg.Durability)); err != nil {
+		return nil, fmt.Errorf("natsjs: %w", err)
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = time.Second
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = "herald"
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName:            cfg.ServerName,
+		JetStream:             true,
+		StoreDir:              cfg.DataDir,
+		NoSigs:                true,
+		MaxPayload:            8 << 20,
+		SyncInterval:          cfg.SyncInterval,
+		SyncAlways:            cfg.Durability == Sync,
+		DisableShortFirstPing: true,
+	}
+	if cfg.Addr == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitAddr(cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: nats address %q: %w", cfg.Addr, err)
+		}
+		if port != 0 {
+			// nats-server reports a busy port only in its log; probe first
+			// so the caller gets an error that says what to do.
+			if err := probeListen(net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+				return nil, err
+			}
+		} else {
+			port = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, port
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: configure embedded server: %w", err)
+	}
+	srv.SetLogger(&serverLogger{log: cfg.Logger}, false, false)
+	go srv.Start()
+	e := &Embedded{srv: srv, cfg: cfg}
+	if err := e.waitReady(ctx); err != nil {
+		e.Shutdown()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Embedded) waitReady(ctx context.Context) error {
+	if !e.srv.ReadyForConnections(e.cfg.ReadyTimeout) {
+		return fmt.Errorf("natsjs: embedded server not accepting connections after %v (is %q writable and the address free?)", e.cfg.ReadyTimeout, e.cfg.DataDir)
+	}
+	deadline := time.Now().Add(e.cfg.ReadyTimeout)
+	for !e.srv.JetStreamEnabled() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsjs: JetStream not enabled after %v (data dir %q)", e.cfg.ReadyTimeout, e.cfg.DataDir)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Server returns the underlying nats-server.
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// ClientURL returns the URL network clients use ("nats://127.0.0.1:4222"),
+// or "" when the server has no listener.
+func (e *Embedded) ClientURL() string {
+	if e.cfg.Addr == "" {
+		return ""
+	}
+	return e.srv.ClientURL()
+}
+
+// Addr returns the host:port clients connect to, or "" without a listener.
+func (e *Embedded) Addr() string {
+	if a, ok := e.srv.Addr().(*net.TCPAddr); ok && e.cfg.Addr != "" {
+		return a.String()
+	}
+	return ""
+}
+
+// Durability returns the configured durability.
+func (e *Embedded) Durability() Durability { return e.cfg.Durability }
+
+// Connect opens an in-process client connection to the server.
+func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("herald-embedded")}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: in-process connection: %w", err)
+	}
+	return nc, nil
+}
+
+// Ready reports whether the server accepts connections and JetStream is on.
+func (e *Embedded) Ready() bool {
+	return e.srv.Running() && e.srv.JetStreamEnabled()
+}
+
+// Shutdown stops the server and waits until it has stopped. Messages it
+// confirmed are on disk per the durability setting.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+func splitAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+func probeListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("natsjs: nats address %s: %w: another process (often a NATS server) listens there; choose another with --nats-addr, for example 127.0.0.1:4223, or 127.0.0.1:0 for any free port", addr, ErrAddrInUse)
+		}
+		return fmt.Errorf("natsjs: nats address %s: %w", addr, err)
+	}
+	return l.Close()
+}
+
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("natsjs: data dir %q: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".herald-write-check-*")
+	if err != nil {
+		return fmt.Errorf("natsjs: data dir %q is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	_ = f.Close()
+	_ = os.Remove(name)
+	if abs, err := filepath.Abs(dir); err == nil && abs == "/" {
+		return errors.New("natsjs: data dir must not be /")
+	}
+	return nil
+}
+
+// serverLogger adapts nats-server's logger to slog.
+type serverLogger struct{ log *slog.Logger }
+
+func (l *serverLogger) Noticef(format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l *serverLogger) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l *serverLogger) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l *serverLogger) Debugf(string, ...any) {}
+func (l *serverLogger) Tracef(string, ...any) {}

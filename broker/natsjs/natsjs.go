@@ -1,0 +1,554 @@
+// Package natsjs is Herald's NATS JetStream adapter of the broker SPI, and
+// the embedded JetStream server Herald runs by default.
+//
+// Layout: a topic is a stream (its name with '.' replaced by '_'); a message
+// is stored on subject "<stream>.<partition>.<route>", where the partition
+// is broker.Partition(key, partitions) and the route is the event type.
+// Dedup uses the Nats-Msg-Id header (the message ID) within the stream's
+// duplicate window. A group is a durable pull consumer with explicit acks.
+//
+//	emb, _ := natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{DataDir: dir})
+//	b, _ := natsjs.New(ctx, natsjs.WithEmbedded(emb))
+//	defer b.Close()
+//	err := b.Publish(ctx, &broker.Message{Topic: "orders", Route: "shop.order.placed.v1", Data: data})
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+// Header names the adapter uses on the wire besides the message's own.
+const (
+	// HeaderKey carries Message.Key.
+	HeaderKey = "Herald-Key"
+)
+
+// Stream metadata keys.
+const (
+	metaTopic      = "herald.topic"
+	metaPartitions = "herald.partitions"
+)
+
+// Defaults for topics created on first use.
+var DefaultTopicConfig = broker.TopicConfig{
+	Partitions:  1,
+	MaxAge:      7 * 24 * time.Hour,
+	Replicas:    1,
+	DedupWindow: 2 * time.Minute,
+}
+
+// Broker publishes to and consumes from JetStream. It is safe for
+// concurrent use. Create it with New; Close it when done.
+type Broker struct {
+	nc        *nats.Conn
+	ownConn   bool
+	js        jetstream.JetStream
+	log       *slog.Logger
+	defaults  broker.TopicConfig
+	perTopic  map[string]broker.TopicConfig
+	storage   jetstream.StorageType
+	pubWait   time.Duration
+	readyWait time.Duration
+
+	connClosed chan struct{} // closed when an owned connection is closed
+	modern     bool          // server >= 2.10
+	termReason bool          // server >= 2.10.4
+
+	mu      sync.Mutex
+	streams map[string]*streamInfo
+	subs    map[*subscription]struct{}
+	closed  bool
+}
+
+var (
+	_ broker.Broker       = (*Broker)(nil)
+	_ broker.TopicManager = (*Broker)(nil)
+)
+
+type streamInfo struct {
+	name       string
+	topic      string
+	partitions int
+	// prefixes[p] is "<stream>.<p>.", so a subject costs one concatenation.
+	prefixes []string
+}
+
+func (s *streamInfo) subject(key, route string) string {
+	return s.prefixes[broker.Partition(key, s.partitions)] + route
+}
+
+// Option configures a Broker.
+type Option func(*config) error
+
+type config struct {
+	url       string
+	natsOpts  []nats.Option
+	conn      *nats.Conn
+	emb       *Embedded
+	defaults  broker.TopicConfig
+	perTopic  map[string]broker.TopicConfig
+	log       *slog.Logger
+	memory    bool
+	pubWait   time.Duration
+	readyWait time.Duration
+	maxAsync  int
+}
+
+// WithURL connects to a NATS server (or cluster: comma-separated URLs).
+func WithURL(url string, opts ...nats.Option) Option {
+	return func(c *config) error { c.url, c.natsOpts = url, opts; return nil }
+}
+
+// WithConn uses an existing connection; Close does not close it.
+func WithConn(nc *nats.Conn) Option {
+	return func(c *config) error { c.conn = nc; return nil }
+}
+
+// WithEmbedded connects in-process to an embedded server.
+func WithEmbedded(e *Embedded) Option {
+	return func(c *config) error { c.emb = e; return nil }
+}
+
+// WithTopicDefaults sets the config of topics created on first use.
+// Zero fields keep DefaultTopicConfig's values.
+func WithTopicDefaults(t broker.TopicConfig) Option {
+	return func(c *config) error { c.defaults = mergeTopicConfig(c.defaults, t); return nil }
+}
+
+// WithTopic sets the config of one topic, used when it is created.
+func WithTopic(topic string, t broker.TopicConfig) Option {
+	return func(c *config) error {
+		if err := broker.ValidateName("topic", topic); err != nil {
+			return err
+		}
+		c.perTopic[topic] = t
+		return nil
+	}
+}
+
+// WithMemoryStorage keeps streams in memory instead of files (tests).
+func WithMemoryStorage() Option {
+	return func(c *config) error { c.memory = true; return nil }
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error { c.log = l; return nil }
+}
+
+// WithPublishTimeout bounds the wait for each publish confirmation.
+// Default 10s.
+func WithPublishTimeout(d time.Duration) Option {
+	return func(c *config) error { c.pubWait = d; return nil }
+}
+
+// WithReadyTimeout bounds the wait for JetStream to answer at connect time.
+// Default 10s.
+func WithReadyTimeout(d time.Duration) Option {
+	return func(c *config) error { c.readyWait = d; return nil }
+}
+
+// WithMaxPending caps unconfirmed asynchronous publishes per connection
+// (further publishes wait). Default 4000.
+func WithMaxPending(n int) Option {
+	return func(c *config) error { c.maxAsync = n; return nil }
+}
+
+func mergeTopicConfig(base, over broker.TopicConfig) broker.TopicConfig {
+	if over.Partitions > 0 {
+		base.Partitions = over.Partitions
+	}
+	if over.MaxAge != 0 {
+		base.MaxAge = over.MaxAge
+	}
+	if over.MaxBytes != 0 {
+		base.MaxBytes = over.MaxBytes
+	}
+	if over.MaxMsgs != 0 {
+		base.MaxMsgs = over.MaxMsgs
+	}
+	if over.Replicas > 0 {
+		base.Replicas = over.Replicas
+	}
+	if over.DedupWindow > 0 {
+		base.DedupWindow = over.DedupWindow
+	}
+	return base
+}
+
+// New connects to JetStream (one of WithURL, WithConn or WithEmbedded is
+// required) and waits until JetStream answers.
+func New(ctx context.Context, opts ...Option) (*Broker, error) {
+	c := &config{
+		defaults:  DefaultTopicConfig,
+		perTopic:  map[string]broker.TopicConfig{},
+		log:       slog.Default(),
+		pubWait:   10 * time.Second,
+		readyWait: 10 * time.Second,
+		maxAsync:  4000,
+	}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("natsjs: %w", err)
+		}
+	}
+	b := &Broker{
+		log:       c.log,
+		defaults:  c.defaults,
+		perTopic:  c.perTopic,
+		storage:   jetstream.FileStorage,
+		pubWait:   c.pubWait,
+		readyWait: c.readyWait,
+		streams:   map[string]*streamInfo{},
+		subs:      map[*subscription]struct{}{},
+	}
+	if c.memory {
+		b.storage = jetstream.MemoryStorage
+	}
+	var err error
+	switch {
+	case c.conn != nil:
+		b.nc = c.conn
+	case c.emb != nil:
+		b.connClosed = make(chan struct{})
+		b.nc, err = c.emb.Connect(nats.MaxReconnects(-1), b.closedHandler())
+		b.ownConn = true
+	case c.url != "":
+		b.connClosed = make(chan struct{})
+		b.nc, err = Connect(c.url, append(c.natsOpts, b.closedHandler())...)
+		b.ownConn = true
+	default:
+		return nil, errors.New("natsjs: one of WithURL, WithConn or WithEmbedded is required")
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.js, err = jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(c.maxAsync),
+		jetstream.WithPublishAsyncTimeout(c.pubWait))
+	if err != nil {
+		b.closeConn()
+		return nil, fmt.Errorf("natsjs: %w", err)
+	}
+	if err := WaitJetStream(ctx, b.js, c.readyWait); err != nil {
+		b.closeConn()
+		return nil, err
+	}
+	// Servers before 2.10 lack stream metadata, several filter subjects
+	// per consumer and term reasons; 2.10.4 added the reasons.
+	v := b.nc.ConnectedServerVersion()
+	b.modern = serverAtLeast(v, 2, 10, 0)
+	b.termReason = serverAtLeast(v, 2, 10, 4)
+	return b, nil
+}
+
+// Connect dials a NATS URL with Herald's defaults (reconnect forever, a
+// name) and a clear error when nothing answers.
+func Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name("herald"), nats.MaxReconnects(-1), nats.Timeout(5 * time.Second)}, opts...)
+	nc, err := nats.Connect(url, all...)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: connect %s: %w: %w (is a NATS server or `herald serve` running there?)", redactURL(url), broker.ErrUnavailable, err)
+	}
+	return nc, nil
+}
+
+// WaitJetStream polls until JetStream answers an account info request, or
+// returns an error wrapping broker.ErrUnavailable after timeout.
+func WaitJetStream(ctx context.Context, js jetstream.JetStream, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		_, err := js.AccountInfo(ctx)
+		if err == nil {
+			return nil
+		}
+		last = err
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("natsjs: %w: the NATS server has JetStream disabled (start it with -js)", broker.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natsjs: %w: JetStream not ready after %v: %v", broker.ErrUnavailable, timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	return u[:scheme+3] + "***@" + u[at+1:]
+}
+
+// Conn returns the NATS connection.
+func (b *Broker) Conn() *nats.Conn { return b.nc }
+
+// JetStream returns the JetStream context, for KV buckets and the like.
+func (b *Broker) JetStream() jetstream.JetStream { return b.js }
+
+// StreamName returns the stream that holds topic.
+func StreamName(topic string) string { return strings.ReplaceAll(topic, ".", "_") }
+
+// EnsureTopic creates topic's stream with cfg merged over the defaults, or
+// updates the retention of an existing one. The partition count of an
+// existing topic cannot change.
+func (b *Broker) EnsureTopic(ctx context.Context, topic string, cfg broker.TopicConfig) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.perTopic[topic] = cfg
+	delete(b.streams, topic)
+	b.mu.Unlock()
+	want := b.streamConfig(topic, mergeTopicConfig(b.defaults, cfg))
+	s, err := b.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = b.stream(ctx, topic)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("natsjs: topic %q: %w", topic, err)
+	}
+	have := s.CachedInfo().Config
+	if err := checkOwner(topic, have); err != nil {
+		return err
+	}
+	if p := have.Metadata[metaPartitions]; p != want.Metadata[metaPartitions] && cfg.Partitions > 0 {
+		return fmt.Errorf("natsjs: topic %q has %s partitions; changing it to %d would break per-key order (create a new topic)", topic, p, cfg.Partitions)
+	}
+	have.MaxAge, have.MaxBytes, have.MaxMsgs = want.MaxAge, want.MaxBytes, want.MaxMsgs
+	have.Duplicates, have.Replicas = want.Duplicates, want.Replicas
+	if _, err := b.js.UpdateStream(ctx, have); err != nil {
+		return fmt.Errorf("natsjs: update topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.StreamConfig {
+	name := StreamName(topic)
+	maxBytes, maxMsgs := t.MaxBytes, t.MaxMsgs
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	if maxMsgs == 0 {
+		maxMsgs = -1
+	}
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "Herald topic " + topic,
+		Subjects:    []string{name + ".>"},
+		Storage:     b.storage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      t.MaxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgs:     maxMsgs,
+		Replicas:    max(t.Replicas, 1),
+		Duplicates:  t.DedupWindow,
+		Metadata: map[string]string{
+			metaTopic:      topic,
+			metaPartitions: strconv.Itoa(max(t.Partitions, 1)),
+		},
+	}
+}
+
+func checkOwner(topic string, have jetstream.StreamConfig) error {
+	if owner, ok := have.Metadata[metaTopic]; ok && owner != topic {
+		return fmt.Errorf("natsjs: %w: topic %q maps to stream %q, which holds topic %q", broker.ErrInvalidTopic, topic, have.Name, owner)
+	}
+	return nil
+}
+
+// stream returns the stream of topic, creating it on first use.
+func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, broker.ErrClosed
+	}
+	si := b.streams[topic]
+	cfg, ok := b.perTopic[topic]
+	b.mu.Unlock()
+	if si != nil {
+		return si, nil
+	}
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return nil, err
+	}
+	if !ok {
+		cfg = broker.TopicConfig{}
+	}
+	want := b.streamConfig(topic, mergeTopicConfig(b.defaults, cfg))
+	if !b.modern && want.Metadata[metaPartitions] != "1" {
+		return nil, fmt.Errorf("natsjs: topic %q: partitioned topics need NATS server 2.10 or later (connected to %s)", topic, b.nc.ConnectedServerVersion())
+	}
+	s, err := b.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = b.js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = b.js.Stream(ctx, want.Name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: topic %q: stream %q: %w", topic, want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if err := checkOwner(topic, have); err != nil {
+		return nil, err
+	}
+	parts := 1
+	if p, err := strconv.Atoi(have.Metadata[metaPartitions]); err == nil && p > 0 {
+		parts = p
+	}
+	si = &streamInfo{name: have.Name, topic: topic, partitions: parts, prefixes: make([]string, parts)}
+	for p := range parts {
+		si.prefixes[p] = have.Name + "." + strconv.Itoa(p) + "."
+	}
+	b.mu.Lock()
+	b.streams[topic] = si
+	b.mu.Unlock()
+	return si, nil
+}
+
+// Publish publishes msgs asynchronously and waits for every confirmation.
+// With Fast durability a confirmation means stored by the server; with
+// Sync, fsynced. Messages with an ID are deduplicated within the topic's
+// window (a duplicate is confirmed, not stored again).
+func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(msgs))
+		}
+		errs[i] = err
+	}
+	for i, m := range msgs {
+		if err := broker.ValidateRoute(m.Route); err != nil {
+			fail(i, err)
+			continue
+		}
+		si, err := b.stream(ctx, m.Topic)
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		nm := &nats.Msg{Subject: si.subject(m.Key, m.Route), Data: m.Data, Header: toNATSHeader(m)}
+		f, err := b.js.PublishMsgAsync(nm)
+		if err != nil {
+			if errors.Is(err, nats.ErrMaxPayload) {
+				err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
+			}
+			fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
+			continue
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			fail(i, fmt.Errorf("natsjs: publish to %q: %w", msgs[i].Topic, err))
+		case <-ctx.Done():
+			for j := i; j < len(futs); j++ {
+				if futs[j] != nil {
+					fail(j, fmt.Errorf("natsjs: publish to %q: confirmation not received: %w", msgs[j].Topic, ctx.Err()))
+				}
+			}
+			return broker.NewPublishError(errs)
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return broker.NewPublishError(errs)
+}
+
+// toNATSHeader converts m's header, ID and key with two allocations: the
+// map and one backing array for every value slice.
+func toNATSHeader(m *broker.Message) nats.Header {
+	n := len(m.Header)
+	if m.ID != "" {
+		n++
+	}
+	if m.Key != "" {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	h := make(nats.Header, n)
+	vals := make([]string, n)
+	i := 0
+	set := func(k, v string) {
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
+		i++
+	}
+	for k, v := range m.Header {
+		set(k, v)
+	}
+	if m.ID != "" {
+		set(jetstream.MsgIDHeader, m.ID)
+	}
+	if m.Key != "" {
+		set(HeaderKey, m.Key)
+	}
+	return h
+}
+
+// Close stops every subscription and closes the connection if the broker
+// opened it.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Close()
+	}
+	b.closeConn()
+	return nil
+}
+
+func (b *Broker) closedHandler() nats.Option {
+	ch := b.connClosed
+	return nats.ClosedHandler(func(*nats.Conn) { close(ch) })
+}
+
+func (b *Broker) closeConn() {
+	if !b.ownConn || b.nc == nil {
+		return
+	}
+	// Drain flushes pending acks before closing.
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+	}
+	<-b.connClosed
+}

@@ -1,0 +1,281 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+// ConsumerName returns the durable consumer that holds group's position.
+func ConsumerName(group string) string { return strings.ReplaceAll(group, ".", "_") }
+
+// Subscribe joins group opts.Group on topic. The group is a durable pull
+// consumer named after it; an existing consumer keeps its position and
+// takes the new ack wait, in-flight limit and route filter.
+func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.SubscribeOptions) (broker.Subscription, error) {
+	opts, err := opts.WithDefaults()
+	if err != nil {
+		return nil, err
+	}
+	si, err := b.stream(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := b.consumer(ctx, si, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &subscription{
+		b:       b,
+		si:      si,
+		confirm: opts.ConfirmAcks,
+		ch:      make(chan *delivery, opts.MaxInFlight),
+		done:    make(chan struct{}),
+	}
+	cc, err := cons.Consume(s.receive,
+		jetstream.PullMaxMessages(opts.MaxInFlight),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				b.log.Debug("natsjs: consume", "topic", topic, "group", opts.Group, "error", err)
+			}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: topic %q group %q: consume: %w", topic, opts.Group, err)
+	}
+	s.cc = cc
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		cc.Stop()
+		return nil, broker.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	return s, nil
+}
+
+func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.SubscribeOptions) (jetstream.Consumer, error) {
+	name := ConsumerName(o.Group)
+	filters := []string{si.name + ".>"}
+	if len(o.Routes) > 1 && !b.modern {
+		return nil, fmt.Errorf("natsjs: topic %q group %q: filtering on several routes needs NATS server 2.10 or later (connected to %s)", si.topic, o.Group, b.nc.ConnectedServerVersion())
+	}
+	if len(o.Routes) > 0 {
+		filters = filters[:0]
+		for _, r := range o.Routes {
+			if err := broker.ValidateRoute(r); err != nil {
+				return nil, err
+			}
+			filters = append(filters, si.name+".*."+r)
+		}
+	}
+	apply := func(c *jetstream.ConsumerConfig) {
+		c.AckWait = o.AckWait
+		c.MaxAckPending = o.MaxInFlight
+		c.FilterSubject = ""
+		c.FilterSubjects = filters
+		if len(filters) == 1 {
+			c.FilterSubject, c.FilterSubjects = filters[0], nil
+		}
+	}
+	existing, err := b.js.Consumer(ctx, si.name, name)
+	if err == nil {
+		cfg := existing.CachedInfo().Config
+		apply(&cfg)
+		c, err := b.js.UpdateConsumer(ctx, si.name, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: topic %q group %q: update consumer: %w", si.topic, o.Group, err)
+		}
+		return c, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("natsjs: topic %q group %q: %w", si.topic, o.Group, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:     name,
+		Description: "Herald group " + o.Group,
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		MaxDeliver:  -1,
+		Metadata:    map[string]string{"herald.group": o.Group},
+	}
+	switch o.Start.Kind {
+	case broker.StartFirst:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	case broker.StartSequence:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.Start.Seq
+	case broker.StartTime:
+		t := o.Start.Time
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	default:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	apply(&cfg)
+	c, err := b.js.CreateOrUpdateConsumer(ctx, si.name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: topic %q group %q: create consumer: %w", si.topic, o.Group, err)
+	}
+	return c, nil
+}
+
+type subscription struct {
+	b       *Broker
+	si      *streamInfo
+	cc      jetstream.ConsumeContext
+	confirm bool
+	ch      chan *delivery
+	done    chan struct{}
+	once    sync.Once
+}
+
+// receive runs on the consume goroutine. The channel holds MaxInFlight
+// deliveries, the consumer's MaxAckPending, so it only blocks when another
+// client raised that limit.
+func (s *subscription) receive(m jetstream.Msg) {
+	d := &delivery{m: m, s: s}
+	select {
+	case s.ch <- d:
+	case <-s.done:
+		_ = m.Nak()
+	}
+}
+
+func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
+	select {
+	case <-s.done:
+		return nil, broker.ErrClosed
+	default:
+	}
+	select {
+	case d := <-s.ch:
+		return d, nil
+	case <-s.done:
+		return nil, broker.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops fetching and hands buffered, never-returned deliveries back
+// to the group at once.
+func (s *subscription) Close() error {
+	s.once.Do(func() {
+		close(s.done)
+		if s.cc != nil {
+			s.cc.Stop()
+			<-s.cc.Closed()
+		}
+		for {
+			select {
+			case d := <-s.ch:
+				_ = d.m.Nak()
+			default:
+				s.b.mu.Lock()
+				delete(s.b.subs, s)
+				s.b.mu.Unlock()
+				return
+			}
+		}
+	})
+	return nil
+}
+
+type delivery struct {
+	m   jetstream.Msg
+	s   *subscription
+	md  *jetstream.MsgMetadata
+	msg *broker.Message
+}
+
+func (d *delivery) meta() *jetstream.MsgMetadata {
+	if d.md == nil {
+		md, err := d.m.Metadata()
+		if err != nil {
+			md = &jetstream.MsgMetadata{NumDelivered: 1}
+		}
+		d.md = md
+	}
+	return d.md
+}
+
+func (d *delivery) Message() *broker.Message {
+	if d.msg != nil {
+		return d.msg
+	}
+	m := &broker.Message{Topic: d.s.si.topic, Data: d.m.Data()}
+	// The subject is "<stream>.<partition>.<route>".
+	subj := d.m.Subject()
+	if rest, ok := strings.CutPrefix(subj, d.s.si.name+"."); ok {
+		if i := strings.IndexByte(rest, '.'); i >= 0 {
+			m.Route = rest[i+1:]
+		}
+	}
+	hdr := d.m.Headers()
+	if len(hdr) > 0 {
+		m.Header = make(map[string]string, len(hdr))
+		for k, v := range hdr {
+			if len(v) == 0 {
+				continue
+			}
+			switch k {
+			case jetstream.MsgIDHeader:
+				m.ID = v[0]
+			case HeaderKey:
+				m.Key = v[0]
+			default:
+				m.Header[k] = v[0]
+			}
+		}
+	}
+	d.msg = m
+	return m
+}
+
+func (d *delivery) Attempt() int         { return int(d.meta().NumDelivered) }
+func (d *delivery) Sequence() uint64     { return d.meta().Sequence.Stream }
+func (d *delivery) Timestamp() time.Time { return d.meta().Timestamp }
+
+func (d *delivery) Ack(ctx context.Context) error {
+	var err error
+	if d.s.confirm {
+		err = d.m.DoubleAck(ctx)
+	} else {
+		err = d.m.Ack()
+	}
+	return wrapAckErr("ack", err)
+}
+
+func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	if delay <= 0 {
+		return wrapAckErr("nack", d.m.Nak())
+	}
+	return wrapAckErr("nack", d.m.NakWithDelay(delay))
+}
+
+func (d *delivery) Term(ctx context.Context, reason string) error {
+	if reason == "" || !d.s.b.termReason {
+		return wrapAckErr("term", d.m.Term())
+	}
+	return wrapAckErr("term", d.m.TermWithReason(reason))
+}
+
+func (d *delivery) InProgress(ctx context.Context) error {
+	return wrapAckErr("in progress", d.m.InProgress())
+}
+
+func wrapAckErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		err = fmt.Errorf("%w: %w", broker.ErrClosed, err)
+	}
+	return fmt.Errorf("natsjs: %s: %w", op, err)
+}
