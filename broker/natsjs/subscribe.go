@@ -279,3 +279,14 @@ func wrapAckErr(op string, err error) error {
 	}
 	return fmt.Errorf("natsjs: %s: %w", op, err)
 }
+
+// DeleteGroup removes group's consumer from topic: its position and
+// pending deliveries are gone. Deleting a group that does not exist is not
+// an error.
+func (b *Broker) DeleteGroup(ctx context.Context, topic, group string) error {
+	err := b.js.DeleteConsumer(ctx, StreamName(topic), ConsumerName(group))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("natsjs: delete group %q of topic %q: %w", group, topic, err)
+	}
+	return nil
+}

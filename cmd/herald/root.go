@@ -29,8 +29,18 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&a.registryURL, "registry-url", "", "schema registry URL (default: $HERALD_REGISTRY_URL, else the local herald's)")
 	pf.StringVar(&a.adminURL, "admin-url", "", "admin API URL (default: $HERALD_ADMIN_URL, else the local herald's)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
+		}
+		return a.checkOutput()
+	}
 	root.AddCommand(
 		newVersionCmd(a),
+		newServeCmd(a),
+		newDevCmd(a),
+		newPubCmd(a),
+		newSubCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func newDevCmd(a *app) *cobra.Command {
+	f := &serveFlags{}
+	keep := false
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run Herald for development: temporary data, free ports, ready-to-paste commands",
+		Long: `Run the whole platform on a temporary data directory and free ports (4222 and
+8080 are often taken), then print the addresses and a herald pub / herald sub
+pair to paste into another terminal. The data directory is removed on exit
+unless --keep is given.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := f.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if f.dataDir == "" {
+				dir, err := os.MkdirTemp("", "herald-dev-")
+				if err != nil {
+					return fmt.Errorf("temporary data dir: %w", err)
+				}
+				f.dataDir = dir
+				if !keep {
+					defer os.RemoveAll(dir)
+				}
+			}
+			cfg, err := f.config(log)
+			if err != nil {
+				return err
+			}
+			srv, err := startServer(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			url := srv.NATSURL()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, `
+Herald dev is running.
+
+  NATS:      %s
+  Admin API: %s  (/healthz, /readyz)
+  Data dir:  %s%s
+
+Try it in another terminal:
+
+  go run ./cmd/herald sub --url %s --topic demo --from first
+  go run ./cmd/herald pub --url %s --topic demo --type demo.hello.v1 '{"hello":"world"}'
+
+Press Ctrl-C to stop.
+`, url, srv.AdminURL(), cfg.DataDir, keptNote(keep), url, url)
+			return waitAndStop(cmd.Context(), srv)
+		},
+	}
+	f.register(cmd, serveFlags{natsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"})
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data directory on exit")
+	return cmd
+}
+
+func keptNote(keep bool) string {
+	if keep {
+		return " (kept on exit)"
+	}
+	return " (removed on exit; --keep keeps it)"
+}

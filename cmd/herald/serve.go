@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/internal/localstate"
+	"github.com/heraldhq/herald/server"
+)
+
+// serveFlags are the flags serve and dev share.
+type serveFlags struct {
+	dataDir      string
+	natsAddr     string
+	httpAddr     string
+	registryAddr string
+	durability   string
+	logLevel     string
+	logFormat    string
+}
+
+func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", defaults.dataDir, "directory for the event store and every file Herald keeps")
+	fl.StringVar(&f.natsAddr, "nats-addr", defaults.natsAddr, "NATS client listen address (port 0: any free port)")
+	fl.StringVar(&f.httpAddr, "http-addr", defaults.httpAddr, "admin API, health checks and metrics listen address")
+	fl.StringVar(&f.registryAddr, "registry-addr", defaults.registryAddr, "schema registry listen address")
+	fl.StringVar(&f.durability, "durability", "fast", "when a publish is confirmed: fast (written to the OS, fsync every second) or sync (fsynced)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+}
+
+func (f *serveFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", f.logFormat)
+}
+
+func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
+	d, err := natsjs.ParseDurability(f.durability)
+	if err != nil {
+		return server.Config{}, fmt.Errorf("--durability: %w", err)
+	}
+	dir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return server.Config{}, fmt.Errorf("--data-dir %q: %w", f.dataDir, err)
+	}
+	return server.Config{
+		DataDir:      dir,
+		NATSAddr:     f.natsAddr,
+		HTTPAddr:     f.httpAddr,
+		RegistryAddr: f.registryAddr,
+		Durability:   d,
+		Logger:       log,
+	}, nil
+}
+
+func defaultDataDir() string {
+	if dir, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(dir, ".local", "share", "herald")
+	}
+	return "herald-data"
+}
+
+func newServeCmd(a *app) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Herald platform: broker, schema registry, admin API",
+		Long: `Run the Herald platform in the foreground: an embedded NATS JetStream broker
+storing events in --data-dir, the admin API with /healthz and /readyz, and the
+schema registry. Ctrl-C (SIGINT) or SIGTERM shuts it down gracefully.
+
+Every flag can also be set by an environment variable: --data-dir by
+HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := f.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg, err := f.config(log)
+			if err != nil {
+				return err
+			}
+			srv, err := startServer(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  admin:    %s\n  data dir: %s\n",
+				srv.NATSURL(), srv.AdminURL(), cfg.DataDir)
+			return waitAndStop(cmd.Context(), srv)
+		},
+	}
+	f.register(cmd, serveFlags{
+		dataDir:      defaultDataDir(),
+		natsAddr:     server.DefaultNATSAddr,
+		httpAddr:     server.DefaultHTTPAddr,
+		registryAddr: server.DefaultRegistryAddr,
+	})
+	return cmd
+}
+
+// startServer starts a server and records its addresses for the CLI.
+func startServer(ctx context.Context, cfg server.Config) (*server.Server, error) {
+	srv, err := server.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), DataDir: cfg.DataDir}
+	if err := localstate.Write(st); err != nil {
+		cfg.Logger.Warn("cannot record the local addresses; CLI commands will need --url", "error", err)
+	}
+	return srv, nil
+}
+
+// waitAndStop blocks until ctx is cancelled (a signal), then shuts down.
+func waitAndStop(ctx context.Context, srv *server.Server) error {
+	<-ctx.Done()
+	srv.Config().Logger.Info("shutting down")
+	localstate.Remove()
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
