@@ -52,10 +52,9 @@ func New(opts ...Option) *Broker {
 }
 
 type stored struct {
-	seq  uint64
-	at   time.Time
-	msg  broker.Message
-	size int
+	seq uint64
+	at  time.Time
+	msg broker.Message
 }
 
 type topic struct {

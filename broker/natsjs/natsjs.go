@@ -439,15 +439,18 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		}
 		errs[i] = err
 	}
+	var si *streamInfo // batches usually share one topic: look it up once
 	for i, m := range msgs {
 		if err := broker.ValidateRoute(m.Route); err != nil {
 			fail(i, err)
 			continue
 		}
-		si, err := b.stream(ctx, m.Topic)
-		if err != nil {
-			fail(i, err)
-			continue
+		if si == nil || si.topic != m.Topic {
+			var err error
+			if si, err = b.stream(ctx, m.Topic); err != nil {
+				fail(i, err)
+				continue
+			}
 		}
 		nm := &nats.Msg{Subject: si.subject(m.Key, m.Route), Data: m.Data, Header: toNATSHeader(m)}
 		f, err := b.js.PublishMsgAsync(nm)

@@ -44,28 +44,6 @@ func (a *app) brokerURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-// adminBase resolves the admin API URL like brokerURL.
-func (a *app) adminBase() string {
-	if a.adminURL != "" {
-		return strings.TrimRight(a.adminURL, "/")
-	}
-	if s, err := localstate.Read(); err == nil && s.AdminURL != "" {
-		return s.AdminURL
-	}
-	return "http://127.0.0.1:8080"
-}
-
-// registryBase resolves the schema registry URL like brokerURL.
-func (a *app) registryBase() string {
-	if a.registryURL != "" {
-		return strings.TrimRight(a.registryURL, "/")
-	}
-	if s, err := localstate.Read(); err == nil && s.RegistryURL != "" {
-		return s.RegistryURL
-	}
-	return "http://127.0.0.1:8081"
-}
-
 // checkOutput validates -o.
 func (a *app) checkOutput() error {
 	switch a.output {

@@ -1,0 +1,185 @@
+package natsjs_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/natsjs"
+)
+
+// The benchmarks compare the adapter with the raw nats.go JetStream client
+// doing the same work in the same run: 256-byte messages with a dedup id,
+// published in batches of benchBatch and waited for, then consumed and
+// acked one by one.
+const (
+	benchSize  = 256
+	benchBatch = 1000
+)
+
+func benchEnv(b *testing.B, d natsjs.Durability) (*natsjs.Embedded, *natsjs.Broker, jetstream.JetStream) {
+	b.Helper()
+	e := embedded(b, natsjs.EmbeddedConfig{Durability: d})
+	hb := newBroker(b, natsjs.WithEmbedded(e))
+	nc, err := e.Connect()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, hb, js
+}
+
+func payload() []byte {
+	p := make([]byte, benchSize)
+	for i := range p {
+		p[i] = byte('a' + i%26)
+	}
+	return p
+}
+
+func rawStream(b *testing.B, js jetstream.JetStream, name string) {
+	b.Helper()
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func publishHerald(b *testing.B, hb *natsjs.Broker, topic string, n int, data []byte) {
+	b.Helper()
+	ctx := context.Background()
+	msgs := make([]*broker.Message, 0, benchBatch)
+	for i := 0; i < n; i += benchBatch {
+		msgs = msgs[:0]
+		for j := i; j < min(i+benchBatch, n); j++ {
+			msgs = append(msgs, &broker.Message{Topic: topic, Route: "bench.v1", ID: topic + strconv.Itoa(j), Data: data})
+		}
+		if err := hb.Publish(ctx, msgs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func publishRaw(b *testing.B, js jetstream.JetStream, stream string, n int, data []byte) {
+	b.Helper()
+	subj := stream + ".0.bench.v1"
+	futs := make([]jetstream.PubAckFuture, 0, benchBatch)
+	for i := 0; i < n; i += benchBatch {
+		futs = futs[:0]
+		for j := i; j < min(i+benchBatch, n); j++ {
+			m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{stream + strconv.Itoa(j)}}}
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			futs = append(futs, f)
+		}
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+var benchSeq int
+
+func benchName(kind string) string {
+	benchSeq++
+	return fmt.Sprintf("bench_%s_%d", kind, benchSeq)
+}
+
+func BenchmarkPublish(b *testing.B) {
+	for _, d := range []natsjs.Durability{natsjs.Fast, natsjs.Sync} {
+		_, hb, js := benchEnv(b, d)
+		data := payload()
+		b.Run(string(d)+"/raw", func(b *testing.B) {
+			name := benchName("raw")
+			rawStream(b, js, name)
+			b.SetBytes(benchSize)
+			b.ResetTimer()
+			publishRaw(b, js, name, b.N, data)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+		b.Run(string(d)+"/herald", func(b *testing.B) {
+			topic := benchName("herald")
+			if err := hb.EnsureTopic(context.Background(), topic, broker.TopicConfig{}); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(benchSize)
+			b.ResetTimer()
+			publishHerald(b, hb, topic, b.N, data)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+func BenchmarkConsumeAck(b *testing.B) {
+	_, hb, js := benchEnv(b, natsjs.Fast)
+	data := payload()
+	ctx := context.Background()
+	b.Run("raw", func(b *testing.B) {
+		name := benchName("rawc")
+		rawStream(b, js, name)
+		publishRaw(b, js, name, b.N, data)
+		cons, err := js.CreateConsumer(ctx, name, jetstream.ConsumerConfig{
+			Durable: "g", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan struct{})
+		got := 0
+		b.SetBytes(benchSize)
+		b.ResetTimer()
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			_ = m.Ack()
+			got++
+			if got == b.N {
+				close(done)
+			}
+		}, jetstream.PullMaxMessages(1024))
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-done
+		b.StopTimer()
+		cc.Stop()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("herald", func(b *testing.B) {
+		topic := benchName("heraldc")
+		publishHerald(b, hb, topic, b.N, data)
+		b.SetBytes(benchSize)
+		b.ResetTimer()
+		sub, err := hb.Subscribe(ctx, topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range b.N {
+			d, err := sub.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := d.Ack(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		_ = sub.Close()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
