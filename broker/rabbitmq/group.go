@@ -142,24 +142,6 @@ func (b *Broker) groupExists(ctx context.Context, g *group) (bool, error) {
 	return false, fmt.Errorf("rabbitmq: group %q on topic %q: %w", g.name, g.topic, err)
 }
 
-// deleteGroup removes the group's queues and exchanges (tests, tools).
-func (b *Broker) deleteGroup(ctx context.Context, g *group) error {
-	return b.withTopo(ctx, func(ch *amqp.Channel) error {
-		var errs []error
-		for _, q := range append(g.queues(), dlqName(g.queue)) {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if g.n > 1 {
-			if err := ch.ExchangeDelete(hashExchange(g.queue), false, false); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	})
-}
-
 // validateRoutes checks SubscribeOptions.Routes: each a valid route that
 // is not a wildcard binding key.
 func validateRoutes(routes []string) error {

@@ -215,10 +215,10 @@ func (b *Broker) isClosed() bool {
 
 // Names of the broker objects. Topic and group names cannot contain '/',
 // so these never collide.
-func exchangeName(topic string) string     { return "herald/" + topic }
-func logName(topic string) string          { return "herald/" + topic + "/log" }
+func exchangeName(topic string) string      { return "herald/" + topic }
+func logName(topic string) string           { return "herald/" + topic + "/log" }
 func groupQueue(topic, group string) string { return "herald/" + topic + "/g/" + group }
-func hashExchange(gq string) string        { return gq + "/hash" }
+func hashExchange(gq string) string         { return gq + "/hash" }
 func partitionQueue(gq string, i int) string {
 	return gq + "/p" + strconv.Itoa(i)
 }
@@ -329,11 +329,13 @@ func (b *Broker) replicas(cfg broker.TopicConfig) int {
 }
 
 // withTopo runs f on the topology channel. A broker error closes an AMQP
-// channel, so a failed f leaves the next call a fresh channel.
+// channel, so a failed f leaves the next call a fresh channel. When the
+// connection fails under f, f runs again on the next connection; errors
+// other than the broker's refusal wrap broker.ErrUnavailable.
 func (b *Broker) withTopo(ctx context.Context, f func(ch *amqp.Channel) error) error {
 	b.topoMu.Lock()
 	defer b.topoMu.Unlock()
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		if b.topo == nil || b.topo.IsClosed() {
 			ch, err := b.sub.channel(ctx)
 			if err != nil {
@@ -349,22 +351,19 @@ func (b *Broker) withTopo(ctx context.Context, f func(ch *amqp.Channel) error) e
 		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 && ae.Code != amqp.ChannelError {
 			return err // the broker refused: retrying will not help
 		}
-		if !b.topo.IsClosed() || attempt >= 3 || ctx.Err() != nil {
-			return err
+		_ = b.topo.Close()
+		b.topo = nil
+		if attempt >= 5 || ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
 		}
-		// The connection went away under f: try again on the next one.
+		t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
+		case <-t.C:
+		}
 	}
-}
-
-// deleteTopic removes the topic's exchange and log (tests).
-func (b *Broker) deleteTopic(ctx context.Context, topic string) error {
-	b.known.Delete(topic)
-	return b.withTopo(ctx, func(ch *amqp.Channel) error {
-		if _, err := ch.QueueDelete(logName(topic), false, false, false); err != nil {
-			return err
-		}
-		return ch.ExchangeDelete(exchangeName(topic), false, false)
-	})
 }
 
 // checkHeaderName rejects reserved header names.
