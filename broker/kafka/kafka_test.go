@@ -1,0 +1,57 @@
+package kafka_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/brokertest"
+	"github.com/heraldhq/herald/broker/kafka"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newCluster starts an in-process Kafka (kfake) for one test.
+func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// newBroker connects an adapter to c with timings suited to tests: fast
+// heartbeats so rebalances take milliseconds, frequent commits.
+func newBroker(t testing.TB, c *kfake.Cluster, opts ...kafka.Option) *kafka.Broker {
+	t.Helper()
+	base := []kafka.Option{
+		kafka.WithSeeds(c.ListenAddrs()...),
+		kafka.WithConsumerOptions(kgo.HeartbeatInterval(100 * time.Millisecond)),
+		kafka.WithCommitInterval(100 * time.Millisecond),
+	}
+	b, err := kafka.New(t.Context(), append(base, opts...)...)
+	if err != nil {
+		t.Fatalf("kafka.New: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, newCluster(t))
+	}, brokertest.Features{Skip: map[string]string{
+		brokertest.TestDedup: "Kafka keeps no window of message ids: the idempotent producer drops only " +
+			"its own retried batches (producer id + sequence), so a message published twice with the same " +
+			"ID is stored twice; consumers deduplicate by ID (idempotency store / inbox)",
+		brokertest.TestWorkQueue: "Kafka shares a group's work by partition and the suite's topics have the " +
+			"default single partition, so only one member is assigned; work sharing is tested by " +
+			"TestGroupRebalance on a multi-partition topic",
+	}})
+}
