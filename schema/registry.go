@@ -582,3 +582,10 @@ func (r *Registry) del(ctx context.Context, key string) error {
 	r.applyDelete(key)
 	return nil
 }
+
+// MaxID returns the largest schema id handed out so far.
+func (r *Registry) MaxID() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return max(r.st.nextID, r.st.maxID)
+}
