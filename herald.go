@@ -1,0 +1,190 @@
+// Package herald is the SDK facade: Connect wires a broker (by URL, or one
+// you built), and the Client publishes events and builds consumer routers.
+//
+//	c, err := herald.Connect(ctx, herald.Config{URL: "nats://127.0.0.1:4222", Source: "orders"})
+//	defer c.Close()
+//	placed := herald.Type[OrderPlaced]("shop.order.placed.v1", herald.OnTopic("orders"))
+//	err = placed.Publish(ctx, c, OrderPlaced{ID: "o-1"}, herald.WithSubject("o-1"))
+//
+//	r, err := c.Router("billing", []string{"orders"})
+//	herald.Handle(r, placed, func(ctx context.Context, o OrderPlaced, m *consumer.Message) error { ... })
+//	err = r.Run(ctx)
+package herald
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/event"
+)
+
+// Config configures a Client.
+type Config struct {
+	// URL selects the broker by scheme: "nats://host:port" (JetStream;
+	// comma-separate several for a cluster) or "memory://" (in-process,
+	// for tests). Ignored when Broker is set.
+	URL string
+	// Broker, if set, is used instead of dialing URL; the Client does not
+	// close it. Binding must then match it (default event.NATS).
+	Broker broker.Broker
+	// Binding is the CloudEvents protocol binding for headers. Default: the
+	// broker's (NATS for nats:// and memory://).
+	Binding *event.Binding
+	// Source is the default source of published events (the service name).
+	Source string
+	// DefaultTopic receives events whose type has no entry in Topics.
+	// Default "events".
+	DefaultTopic string
+	// Topics maps event types to topics.
+	Topics map[string]string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Client publishes events and builds routers. It is safe for concurrent use.
+type Client struct {
+	b       broker.Broker
+	own     bool
+	binding event.Binding
+	cfg     Config
+	log     *slog.Logger
+}
+
+// Connect returns a client for cfg's broker, connected and ready.
+func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	c := &Client{cfg: cfg, log: cfg.Logger, binding: event.NATS}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.cfg.DefaultTopic == "" {
+		c.cfg.DefaultTopic = "events"
+	}
+	if err := broker.ValidateName("topic", c.cfg.DefaultTopic); err != nil {
+		return nil, fmt.Errorf("herald: Config.DefaultTopic: %w", err)
+	}
+	switch {
+	case cfg.Broker != nil:
+		c.b = cfg.Broker
+	case strings.HasPrefix(cfg.URL, "nats://") || strings.HasPrefix(cfg.URL, "tls://"):
+		b, err := natsjs.New(ctx, natsjs.WithURL(cfg.URL), natsjs.WithLogger(c.log))
+		if err != nil {
+			return nil, fmt.Errorf("herald: %w", err)
+		}
+		c.b, c.own = b, true
+	case cfg.URL == "memory://":
+		c.b, c.own = memory.New(), true
+	case cfg.URL == "":
+		return nil, errors.New("herald: Config.URL or Config.Broker is required (for example nats://127.0.0.1:4222)")
+	default:
+		return nil, fmt.Errorf("herald: Config.URL %q: unsupported scheme (want nats://, tls:// or memory://)", cfg.URL)
+	}
+	if cfg.Binding != nil {
+		c.binding = *cfg.Binding
+	}
+	return c, nil
+}
+
+// Broker returns the client's broker.
+func (c *Client) Broker() broker.Broker { return c.b }
+
+// Binding returns the CloudEvents binding the client encodes with.
+func (c *Client) Binding() event.Binding { return c.binding }
+
+// TopicFor returns the topic events of type typ are published to.
+func (c *Client) TopicFor(typ string) string {
+	if t, ok := c.cfg.Topics[typ]; ok {
+		return t
+	}
+	return c.cfg.DefaultTopic
+}
+
+// Publish publishes events to their topics (see Config.Topics) and returns
+// once the broker confirmed every one. Events published while handling
+// another (ctx is a handler's) inherit its correlation id, take its id as
+// causation id and one more causation depth. Events without a source get
+// Config.Source; without a time, now.
+func (c *Client) Publish(ctx context.Context, events ...*event.Event) error {
+	return c.publish(ctx, "", events)
+}
+
+// PublishTo publishes events to topic, whatever their types.
+func (c *Client) PublishTo(ctx context.Context, topic string, events ...*event.Event) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return fmt.Errorf("herald: %w", err)
+	}
+	return c.publish(ctx, topic, events)
+}
+
+func (c *Client) publish(ctx context.Context, topic string, events []*event.Event) error {
+	parent, _ := consumer.FromContext(ctx)
+	msgs := make([]*broker.Message, len(events))
+	for i, e := range events {
+		if e.Source == "" {
+			e.Source = c.cfg.Source
+		}
+		if e.ID == "" {
+			e.ID = event.NewID()
+		}
+		if parent != nil && parent.Event != nil {
+			inherit(e, parent.Event)
+		}
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("herald: event %d (%s): %w", i, e.Type, err)
+		}
+		t := topic
+		if t == "" {
+			t = c.TopicFor(e.Type)
+		}
+		h := make(map[string]string, c.binding.HeaderCount(e))
+		c.binding.Encode(e, h)
+		msgs[i] = &broker.Message{Topic: t, Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+	}
+	if err := c.b.Publish(ctx, msgs...); err != nil {
+		return fmt.Errorf("herald: publish: %w", err)
+	}
+	return nil
+}
+
+// inherit sets e's correlation, causation and depth from the event being
+// handled, unless e sets them itself.
+func inherit(e, parent *event.Event) {
+	if e.CorrelationID == "" {
+		e.CorrelationID = parent.CorrelationID
+		if e.CorrelationID == "" {
+			e.CorrelationID = parent.ID
+		}
+	}
+	if e.CausationID == "" {
+		e.CausationID = parent.ID
+	}
+	if _, ok := e.Extensions[consumer.ExtDepth]; !ok {
+		_ = e.SetExtension(consumer.ExtDepth, strconv.Itoa(consumer.Depth(parent)+1))
+	}
+	if e.TraceParent == "" {
+		e.TraceParent, e.TraceState = parent.TraceParent, parent.TraceState
+	}
+}
+
+// Router returns a consumer router for group on topics, decoding with the
+// client's binding and dead-lettering through its broker. Options after
+// the defaults override them.
+func (c *Client) Router(group string, topics []string, opts ...consumer.Option) (*consumer.Router, error) {
+	all := append([]consumer.Option{consumer.WithBinding(c.binding), consumer.WithLogger(c.log)}, opts...)
+	return consumer.NewRouter(c.b, c.b, group, topics, all...)
+}
+
+// Close closes the broker if the client opened it.
+func (c *Client) Close() error {
+	if c.own {
+		return c.b.Close()
+	}
+	return nil
+}
