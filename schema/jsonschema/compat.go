@@ -72,7 +72,7 @@ func (c *checker) check(r, w *sj.Schema, path string, depth int) []compat.Incomp
 		return nil
 	}
 	c.steps++
-	if c.steps%256 == 0 {
+	if c.steps%256 == 1 {
 		if err := c.ctx.Err(); err != nil {
 			c.err = err
 			return nil
@@ -533,7 +533,7 @@ func (c *checker) objects(r, w *sj.Schema, path string, depth int) []compat.Inco
 			continue // open reader: accepts it as it is
 		}
 		if isFalse(rs) {
-			out = append(out, inc(ppath, "property %q %s from a closed content model", name, c.dir.Verb(false)))
+			out = append(out, inc(ppath, "property %q %s while the content model is closed", name, c.dir.Verb(false)))
 			continue
 		}
 		if sub := c.check(rs, wp, ppath, depth); len(sub) > 0 {
@@ -552,7 +552,7 @@ func (c *checker) objects(r, w *sj.Schema, path string, depth int) []compat.Inco
 		}
 		if sub := c.check(rp, ws, ppath, depth); len(sub) > 0 {
 			if ws == nil {
-				out = append(out, inc(ppath, "property %q %s to an open content model", name, c.dir.Verb(true)))
+				out = append(out, inc(ppath, "property %q %s while the content model is open", name, c.dir.Verb(true)))
 			} else {
 				out = append(out, sub...)
 			}
