@@ -83,3 +83,16 @@ func check(ctx context.Context, t Type, reader, writer Parsed, dir compat.Direct
 	}
 	return nil, fmt.Errorf("schema: unknown schema type %q", t)
 }
+
+// Compare returns how next relates to prev: backward lists why next cannot
+// read data written with prev, forward why prev cannot read data written
+// with next. Both schemas must be of type t.
+func Compare(ctx context.Context, t Type, prev, next Parsed) (backward, forward []Incompatibility, err error) {
+	if backward, err = check(ctx, t, next, prev, compat.ReaderIsNew); err != nil {
+		return nil, nil, err
+	}
+	if forward, err = check(ctx, t, prev, next, compat.ReaderIsOld); err != nil {
+		return nil, nil, err
+	}
+	return backward, forward, nil
+}

@@ -20,6 +20,8 @@ import (
 	"strings"
 
 	sj "github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
 
 	"github.com/heraldhq/herald/schema/internal/compat"
 )
@@ -125,13 +127,20 @@ func (e *ValidationError) Error() string {
 	return "invalid document: " + strings.Join(e.Causes, "; ")
 }
 
+var printer = message.NewPrinter(language.English)
+
 func flatten(ve *sj.ValidationError) []string {
 	var out []string
 	var walk func(e *sj.ValidationError)
 	walk = func(e *sj.ValidationError) {
 		if len(e.Causes) == 0 {
 			loc := "/" + strings.Join(e.InstanceLocation, "/")
-			out = append(out, fmt.Sprintf("at %s: %s", loc, e.ErrorKind))
+			rule := strings.Join(e.ErrorKind.KeywordPath(), "/")
+			msg := e.ErrorKind.LocalizedString(printer)
+			if rule != "" && !strings.HasPrefix(msg, rule) {
+				msg = rule + ": " + msg
+			}
+			out = append(out, fmt.Sprintf("at %s: %s", loc, msg))
 			return
 		}
 		for _, c := range e.Causes {
