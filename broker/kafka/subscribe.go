@@ -80,7 +80,10 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 		bufCap:     max(opts.MaxInFlight, 256),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	copts := append(b.cfg.baseOpts(), b.cfg.consumerOpts...)
+	// A fetch long-polls for FetchMaxWait; a partition assigned meanwhile
+	// waits for the next fetch, so keep it short (Kafka's default).
+	copts := append(b.cfg.baseOpts(), kgo.FetchMaxWait(500*time.Millisecond))
+	copts = append(copts, b.cfg.consumerOpts...)
 	copts = append(copts,
 		kgo.ConsumerGroup(groupID),
 		kgo.ConsumeTopics(topic, retry),
@@ -138,6 +141,13 @@ func (b *Broker) pinStart(ctx context.Context, groupID, topic, retry string, sta
 		return fmt.Errorf("kafka: group %q: retry topic %q end offsets: %w: %w", groupID, retry, broker.ErrUnavailable, err)
 	}
 	ends.Offsets().Each(func(o kadm.Offset) { offs.Add(o) })
+	// No leader epoch: with one, the client validates the offset before
+	// fetching, and a partition validated late waits out the first
+	// fetch's long poll.
+	offs.Each(func(o kadm.Offset) {
+		o.LeaderEpoch = -1
+		offs.Add(o)
+	})
 	resps, err := b.adm.CommitOffsets(ctx, groupID, offs)
 	if err == nil {
 		err = resps.Error()
