@@ -476,4 +476,3 @@ FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE. Use "" as SUBJECT for the global le
 	}
 	return cmd
 }
-
