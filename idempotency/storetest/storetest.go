@@ -45,8 +45,10 @@ const (
 // NewStore returns a Store for one test. Every call during one Run must
 // return a Store over the same records, as separate processes sharing a
 // backend would see them: the suite calls it more than once to play
-// several consumers. The store is closed (if it needs closing) by the
-// caller's t.Cleanup.
+// several consumers. Give each Store a connection of its own where the
+// backend has connections, so the contention tests race in the backend
+// and not in one client's queue. Whatever it opens, it closes with
+// t.Cleanup.
 type NewStore func(t *testing.T) idempotency.Store
 
 // Option tunes the suite to a store.
@@ -309,7 +311,11 @@ func race(t *testing.T, stores []idempotency.Store, key string, n int) (int, []e
 }
 
 func someStores(t *testing.T, newStore NewStore) []idempotency.Store {
-	return []idempotency.Store{newStore(t), newStore(t), newStore(t)}
+	stores := make([]idempotency.Store, 5)
+	for i := range stores {
+		stores[i] = newStore(t)
+	}
+	return stores
 }
 
 func testConcurrentClaims(t *testing.T, newStore NewStore) {
