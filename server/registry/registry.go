@@ -22,6 +22,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/heraldhq/herald/schema"
@@ -60,6 +61,7 @@ func NewHandler(reg *schema.Registry, opts ...Option) *Handler {
 		o(h)
 	}
 	m := h.mux
+	m.HandleFunc("/", h.noRoute)
 	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { h.write(w, http.StatusOK, struct{}{}) })
 	m.HandleFunc("GET /subjects", h.subjects)
 	m.HandleFunc("GET /subjects/{subject}/versions", h.versions)
@@ -104,41 +106,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, &schema.Error{Code: schema.ErrStore.Code, Message: "internal error"})
 		}
 	}()
-	if _, pattern := h.mux.Handler(r); pattern == "" {
-		// No route: let the mux decide between 404 and 405, in our format.
-		rec := &statusRecorder{header: http.Header{}}
-		h.mux.ServeHTTP(rec, r)
-		for _, k := range []string{"Allow"} {
-			if v := rec.header.Get(k); v != "" {
-				w.Header().Set(k, v)
-			}
-		}
-		status := rec.status
-		if status == 0 || status < 400 {
-			if status >= 300 && rec.header.Get("Location") != "" {
-				w.Header().Set("Location", rec.header.Get("Location"))
-				w.WriteHeader(status)
-				return
-			}
-			status = http.StatusNotFound
-		}
-		h.writeError(w, status, status, fmt.Sprintf("HTTP %d %s: %s %s", status, http.StatusText(status), r.Method, r.URL.Path))
-		return
-	}
 	h.mux.ServeHTTP(w, r)
 }
 
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (s *statusRecorder) Header() http.Header         { return s.header }
-func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
+// noRoute answers requests no route matches: 405 with Allow when the
+// path exists for other methods, 404 otherwise, in the API's error format.
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := h.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
 	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		h.writeError(w, http.StatusMethodNotAllowed, http.StatusMethodNotAllowed,
+			fmt.Sprintf("HTTP 405 Method Not Allowed: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	h.writeError(w, http.StatusNotFound, http.StatusNotFound, fmt.Sprintf("HTTP 404 Not Found: %s %s", r.Method, r.URL.Path))
 }
 
 // ---- responses
