@@ -31,6 +31,7 @@ import (
 type Schema struct {
 	root *sj.Schema
 	text string
+	fast *fast // nil when the schema uses keywords the fast path does not cover
 }
 
 const baseURL = "herald:///schema.json"
@@ -74,7 +75,7 @@ func Parse(text string, refs ...Ref) (*Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsonschema: %w", err)
 	}
-	return &Schema{root: root, text: text}, nil
+	return &Schema{root: root, text: text, fast: compileFast(root)}, nil
 }
 
 // compile turns the compiler's panics on hostile input into errors.
@@ -107,8 +108,13 @@ func (s *Schema) Validate(v any) error {
 	return nil
 }
 
-// ValidateJSON decodes data and validates it.
+// ValidateJSON validates a JSON document. Documents of common schemas are
+// accepted without decoding them; anything else, and every invalid
+// document, goes through the full validator.
 func (s *Schema) ValidateJSON(data []byte) error {
+	if s.fast != nil && s.fast.accepts(data) {
+		return nil
+	}
 	v, err := sj.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("jsonschema: payload is not JSON: %w", err)
@@ -175,3 +181,5 @@ func Normalize(text string, deep bool) string {
 // Ref is a referenced schema: Name is how the schema refers to it, Text
 // its source.
 type Ref = compat.Ref
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

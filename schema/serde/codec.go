@@ -1,7 +1,6 @@
 package serde
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 
 	havro "github.com/hamba/avro/v2"
 	invjs "github.com/invopop/jsonschema"
-	sj "github.com/santhosh-tekuri/jsonschema/v6"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -299,11 +297,7 @@ func NewJSONWithSchema[T any](ctx context.Context, cl *Client, subject, text str
 		if err != nil {
 			return dst, err
 		}
-		doc, err := sj.UnmarshalJSON(bytes.NewReader(b))
-		if err != nil {
-			return dst, err
-		}
-		if err := own.Validate(doc); err != nil {
+		if err := own.ValidateJSON(b); err != nil {
 			return dst, err
 		}
 		dst = append(dst, c.prefix...)
