@@ -31,8 +31,8 @@ func TestFastPathCoversGeneratedSchemas(t *testing.T) {
 	}{
 		{`{"id":"a","amount":3}`, true},
 		{`{"id":"a","amount":3,"n":4,"tags":["x","y"],"status":"PAID","child":{"ok":true}}`, true},
-		{`{"id":"a","amount":0}`, false},      // on the bound: decided exactly by the full validator
-		{`{"id":"a"}`, false},                 // missing required
+		{`{"id":"a","amount":0}`, false},       // on the bound: decided exactly by the full validator
+		{`{"id":"a"}`, false},                  // missing required
 		{`{"id":"a","amount":3,"x":1}`, false}, // closed
 		{`{"id":"a","amount":3,"n":1.5}`, false},
 		{`{"id":"a","amount":3,"tags":["A"]}`, false},
