@@ -157,11 +157,7 @@ func (s *subscription) run() {
 		delete(s.b.subs, s)
 		s.b.mu.Unlock()
 		s.cancelOpen()
-		select {
-		case <-s.cancelled:
-		default:
-			close(s.cancelled)
-		}
+		s.signalCancelled()
 	}()
 	ctx := s.b.ctx
 	backoff := 50 * time.Millisecond
@@ -232,8 +228,10 @@ func (s *subscription) open(ctx context.Context) (*subState, error) {
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		// Closed while down: no consumer, only the channel to settle on.
-		st.deliveries = make(chan amqp.Delivery)
+		// Closed meanwhile: no consumer, only the channel to settle on.
+		none := make(chan amqp.Delivery)
+		close(none)
+		st.deliveries = none
 		return st, nil
 	}
 	var ins []<-chan amqp.Delivery
@@ -293,7 +291,16 @@ func (s *subscription) serve(ctx context.Context, st *subState) (lost bool) {
 			s.sweep(st)
 		case <-doneCh:
 			doneCh = nil
-			s.cancelConsumers(st)
+			if s.g.n > 1 {
+				// Single-active-consumer partitions: cancelling would hand
+				// the partitions to the next member before the messages
+				// buffered here are back, breaking key order. Closing the
+				// channel once what Next returned is settled returns them
+				// first, then activates the next member.
+				s.signalCancelled()
+			} else {
+				s.cancelConsumers(st)
+			}
 			if s.finished() {
 				_ = st.ch.Close()
 				return false
@@ -310,13 +317,7 @@ func (s *subscription) serve(ctx context.Context, st *subState) (lost bool) {
 // cancelConsumers stops delivery and requeues what RabbitMQ sent but Next
 // never returned.
 func (s *subscription) cancelConsumers(st *subState) {
-	defer func() {
-		select {
-		case <-s.cancelled:
-		default:
-			close(s.cancelled)
-		}
-	}()
+	defer s.signalCancelled()
 	for _, tag := range st.tags {
 		if err := st.ch.Cancel(tag, false); err != nil {
 			return // the channel is gone, and with it the unacked deliveries
@@ -324,6 +325,15 @@ func (s *subscription) cancelConsumers(st *subState) {
 	}
 	for d := range st.deliveries {
 		_ = st.ch.Nack(d.DeliveryTag, false, true)
+	}
+}
+
+// signalCancelled lets Close return.
+func (s *subscription) signalCancelled() {
+	select {
+	case <-s.cancelled:
+	default:
+		close(s.cancelled)
 	}
 }
 
