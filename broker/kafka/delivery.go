@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -103,16 +104,71 @@ func decodeMessage(r *kgo.Record, topic string) broker.Message {
 		}
 	}
 	if user > 0 {
-		m.Header = make(map[string]string, user)
-		for _, h := range r.Headers {
-			switch h.Key {
-			case HeaderRoute, HeaderID, HeaderAttempt, HeaderDue, HeaderSeq, HeaderTime:
-			default:
-				m.Header[h.Key] = string(h.Value)
-			}
-		}
+		m.Header = userHeaders(r, user)
 	}
 	return m
+}
+
+// strArena holds the key, route and id strings of a fetch's messages in
+// one allocation. The strings are never written after they are made.
+type strArena struct{ buf []byte }
+
+func newStrArena(fs kgo.Fetches) strArena {
+	n := 0
+	fs.EachRecord(func(r *kgo.Record) {
+		n += len(r.Key)
+		for _, h := range r.Headers {
+			if h.Key == HeaderRoute || h.Key == HeaderID {
+				n += len(h.Value)
+			}
+		}
+	})
+	return strArena{buf: make([]byte, 0, n)}
+}
+
+func (a *strArena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		return string(b)
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[start], len(b))
+}
+
+// decode is decodeMessage with the strings in the arena.
+func (a *strArena) decode(r *kgo.Record, topic string) broker.Message {
+	m := broker.Message{Topic: topic, Data: r.Value, Key: a.str(r.Key)}
+	user := 0
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderRoute:
+			m.Route = a.str(h.Value)
+		case HeaderID:
+			m.ID = a.str(h.Value)
+		case HeaderAttempt, HeaderDue, HeaderSeq, HeaderTime:
+		default:
+			user++
+		}
+	}
+	if user > 0 {
+		m.Header = userHeaders(r, user)
+	}
+	return m
+}
+
+func userHeaders(r *kgo.Record, n int) map[string]string {
+	h := make(map[string]string, n)
+	for _, hd := range r.Headers {
+		switch hd.Key {
+		case HeaderRoute, HeaderID, HeaderAttempt, HeaderDue, HeaderSeq, HeaderTime:
+		default:
+			h[hd.Key] = string(hd.Value)
+		}
+	}
+	return h
 }
 
 func headerValue(r *kgo.Record, key string) string {

@@ -74,6 +74,8 @@ type Broker struct {
 	txMu sync.Mutex // one transaction at a time
 	txcl *kgo.Client
 
+	clock coarseClock // for the subscriptions' ack waits
+
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
 	closed atomic.Bool

@@ -77,7 +77,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 		parts:      make(map[tp]*part),
 		space:      make(chan struct{}, 1),
 		kick:       make(chan struct{}, 1),
-		bufCap:     max(opts.MaxInFlight, 256),
+		bufCap:     max(opts.MaxInFlight, 4096),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// A fetch long-polls for FetchMaxWait; a partition assigned meanwhile
@@ -111,6 +111,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 	}
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
+	b.clock.acquire()
 	s.wg.Add(2)
 	go s.pump()
 	go s.committer()
@@ -314,6 +315,10 @@ type entry struct {
 	seq      uint64
 	ts       time.Time
 	txn      bool // settled by the transaction being committed
+	// first is the first delivery, decoded by the pump so Next only
+	// hands it out; later deliveries are allocated and decoded anew.
+	first    delivery
+	hasFirst bool
 }
 
 // part tracks one assigned partition: every record fetched and not yet
@@ -457,6 +462,7 @@ type subscription struct {
 	changed     chan struct{} // closed on change; nil when nobody waits
 	closed      bool
 	retryPaused bool
+	pumpWaiting bool
 
 	space     chan struct{} // the pump may fetch more
 	kick      chan struct{} // commit now
@@ -480,6 +486,7 @@ func (s *subscription) Close() error {
 		s.wg.Wait()
 		s.cl.Close() // leaves the group; onRevoked commits
 		s.b.removeSub(s)
+		s.b.clock.release()
 	})
 	return nil
 }
@@ -521,20 +528,26 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 			s.mu.Unlock()
 			return nil, broker.ErrClosed
 		}
-		now := time.Now()
+		now := s.b.clock.Now()
 		s.expireLocked(now)
 		s.promoteLocked(now)
 		if s.inflight < s.opts.MaxInFlight {
-			if e, fromQueue := s.popLocked(); e != nil {
-				d := s.deliverLocked(e, now)
+			if e := s.popLocked(); e != nil {
+				d, decoded := s.deliverLocked(e, now)
+				wake := s.pumpWaiting && s.roomLocked() >= s.bufCap/4
+				if wake {
+					s.pumpWaiting = false
+				}
 				s.mu.Unlock()
-				if fromQueue {
+				if wake {
 					select {
 					case s.space <- struct{}{}:
 					default:
 					}
 				}
-				d.msg = decodeMessage(e.rec, s.topic)
+				if !decoded {
+					d.msg = decodeMessage(e.rec, s.topic)
+				}
 				return d, nil
 			}
 		}
@@ -551,7 +564,8 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 		s.mu.Unlock()
 		var tc <-chan time.Time
 		if !wake.IsZero() {
-			wait := max(time.Until(wake), 0)
+			// now is the coarse clock: wake no earlier than its next tick.
+			wait := max(wake.Sub(now), clockTick)
 			if timer == nil {
 				timer = time.NewTimer(wait)
 			} else {
@@ -568,32 +582,37 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 	}
 }
 
-func (s *subscription) popLocked() (*entry, bool) {
+func (s *subscription) popLocked() *entry {
 	for {
-		if e := s.redo.pop(); e != nil {
-			if e.state == stQueued && !e.p.revoking && !e.p.gone {
-				return e, true
-			}
-			continue
+		e := s.redo.pop()
+		if e == nil {
+			e = s.ready.pop()
 		}
-		if e := s.ready.pop(); e != nil {
-			if e.state == stQueued && !e.p.revoking && !e.p.gone {
-				return e, true
-			}
-			continue
+		if e == nil {
+			return nil
 		}
-		return nil, false
+		if e.state == stQueued && !e.p.revoking && !e.p.gone {
+			return e
+		}
 	}
 }
 
-func (s *subscription) deliverLocked(e *entry, now time.Time) *delivery {
+// deliverLocked hands e out; decoded reports whether the delivery's
+// message is already filled in.
+func (s *subscription) deliverLocked(e *entry, now time.Time) (d *delivery, decoded bool) {
 	e.attempt++
 	e.token++
 	e.state = stInflight
-	e.deadline = now.Add(s.opts.AckWait)
+	e.deadline = now.Add(s.opts.AckWait + clockTick)
 	s.pushInflight(e)
 	e.p.unsettled++
-	return &delivery{s: s, e: e, token: e.token, attempt: e.attempt}
+	if e.hasFirst {
+		e.hasFirst = false
+		d = &e.first
+		d.token, d.attempt = e.token, e.attempt
+		return d, true
+	}
+	return &delivery{s: s, e: e, token: e.token, attempt: e.attempt}, false
 }
 
 // expireLocked moves deliveries whose ack wait passed to the redo queue.
@@ -700,7 +719,7 @@ func (s *subscription) settle(d *delivery, k settleKind) (chan error, error) {
 	switch k {
 	case settleProgress:
 		s.removeInflight(e)
-		e.deadline = time.Now().Add(s.opts.AckWait)
+		e.deadline = s.b.clock.Now().Add(s.opts.AckWait + clockTick)
 		s.pushInflight(e)
 		return nil, nil
 	case settleNackNow:
@@ -810,16 +829,21 @@ func (s *subscription) pump() {
 	}
 }
 
+func (s *subscription) roomLocked() int { return s.bufCap - s.ready.len() - s.redo.len() }
+
+// waitRoom waits until a quarter of the buffer is free, so the pump
+// fetches in batches rather than a record at a time.
 func (s *subscription) waitRoom() int {
 	for {
 		s.mu.Lock()
-		room := s.bufCap - s.ready.len() - s.redo.len()
+		room := s.roomLocked()
 		closed := s.closed
+		s.pumpWaiting = room < s.bufCap/4
 		s.mu.Unlock()
 		if closed {
 			return 0
 		}
-		if room > 0 {
+		if !s.pumpWaiting {
 			return room
 		}
 		select {
@@ -830,18 +854,33 @@ func (s *subscription) waitRoom() int {
 	}
 }
 
+// ingest files fetched records under their partitions and queues them.
+// Entries come from one allocation per fetch, and first deliveries are
+// decoded here, off the consumer's path.
 func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
+	slab := make([]entry, fs.NumRecords())
+	arena := newStrArena(fs)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	nowMs := time.Now().UnixMilli()
+	var (
+		p    *part
+		last tp
+	)
+	i := 0
 	fs.EachRecord(func(r *kgo.Record) {
-		p := s.parts[tp{r.Topic, r.Partition}]
+		if p == nil || r.Partition != last.partition || r.Topic != last.topic {
+			last = tp{r.Topic, r.Partition}
+			p = s.parts[last]
+		}
 		if p == nil || p.revoking || p.gone || (p.next >= 0 && r.Offset < p.next) {
 			return
 		}
 		p.next = r.Offset + 1
 		p.epoch = r.LeaderEpoch
-		e := &entry{p: p, rec: r, heapIdx: -1}
+		e := &slab[i]
+		i++
+		e.p, e.rec, e.heapIdx = p, r, -1
 		p.entries = append(p.entries, e)
 		settled := false
 		if pr := p.prior; pr != nil {
@@ -864,6 +903,8 @@ func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 			p.popSettled()
 			return
 		}
+		e.first = delivery{s: s, e: e, msg: arena.decode(r, s.topic)}
+		e.hasFirst = true
 		if !p.retry {
 			e.seq = uint64(r.Partition)<<48 | uint64(r.Offset+1)
 			e.ts = r.Timestamp
