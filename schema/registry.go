@@ -127,6 +127,9 @@ func New(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 			r.st.apply(e)
 			r.mu.Unlock()
 		}
+		if wctx.Err() == nil {
+			r.log.Warn("schema: store watch ended; this registry no longer sees other registries' writes until restarted")
+		}
 	}()
 	return r, nil
 }
