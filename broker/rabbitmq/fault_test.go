@@ -112,14 +112,31 @@ func faultRun(t *testing.T, b *tracked, n int, fault func()) {
 		}
 	}()
 
+	// The first third goes at full speed; then the fault starts and the
+	// second third is paced (a batch every 20ms) while it runs, so that
+	// publishes are in flight during it; the last third goes after it.
 	const batch = 200
 	confirmed := 0
-	faulted := false
+	retries := 0
+	faultDone := make(chan struct{})
 	var faultWG sync.WaitGroup
 	defer faultWG.Wait()
-	retries := 0
+	pace := time.NewTicker(20 * time.Millisecond)
+	defer pace.Stop()
 	start := time.Now()
 	for i := 0; i < n; i += batch {
+		switch {
+		case i >= n/3 && i-batch < n/3:
+			faultWG.Go(func() { defer close(faultDone); fault() })
+		case i >= 2*n/3 && i-batch < 2*n/3:
+			<-faultDone
+		}
+		if i >= n/3 && i < 2*n/3 {
+			select {
+			case <-pace.C:
+			case <-faultDone:
+			}
+		}
 		msgs := make([]*broker.Message, 0, batch)
 		for j := i; j < min(i+batch, n); j++ {
 			msgs = append(msgs, &broker.Message{Topic: topic, Route: "fault.v1", Key: "k" + strconv.Itoa(j%32), ID: strconv.Itoa(j), Data: []byte(strconv.Itoa(j))})
@@ -149,12 +166,9 @@ func faultRun(t *testing.T, b *tracked, n int, fault func()) {
 				t.Fatalf("publish: %v", err)
 			}
 		}
-		if !faulted && confirmed >= n/3 {
-			// The fault runs while publishing goes on, so that it hits
-			// calls waiting for confirms.
-			faulted = true
-			faultWG.Go(fault)
-		}
+	}
+	if confirmed != n {
+		t.Fatalf("confirmed %d of %d", confirmed, n)
 	}
 	select {
 	case <-allSeen:
