@@ -296,9 +296,18 @@ func TestConfigAndModes(t *testing.T) {
 	if _, err := r.Register(ctx, subject, avroRecord("N", `{"name":"a","type":"int"}`), schema.RegisterOptions{ID: 77}); !errors.Is(err, schema.ErrOperationNotPermitted) {
 		t.Fatalf("choosing an id in READWRITE: err = %v", err)
 	}
+	// The same schema imported under another id into another subject keeps that id.
+	imp2 := uniqueSubject(t)
+	if err := r.SetMode(ctx, imp2, schema.Import, false); err != nil {
+		t.Fatal(err)
+	}
+	sv2, err := r.Register(ctx, imp2, avroRecord("I", `{"name":"a","type":"int"}`), schema.RegisterOptions{ID: 6000})
+	if err != nil || sv2.ID != 6000 || sv2.Version != 1 {
+		t.Fatalf("import of a known schema under a new id = %+v, %v", sv2, err)
+	}
 	next := mustRegister(t, r, uniqueSubject(t), avroRecord("After", `{"name":"a","type":"int"}`))
-	if next.ID <= 5000 {
-		t.Fatalf("id after an import of 5000 = %d, want above", next.ID)
+	if next.ID <= 6000 {
+		t.Fatalf("id after an import of 6000 = %d, want above", next.ID)
 	}
 }
 

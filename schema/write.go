@@ -336,7 +336,7 @@ func (r *Registry) registerOnce(ctx context.Context, subject string, p *prepared
 			return SubjectVersion{}, false, err
 		}
 	}
-	if id, err = r.storeSchema(ctx, id, p); err != nil {
+	if id, err = r.storeSchema(ctx, id, p, mode == Import && o.ID != 0); err != nil {
 		return SubjectVersion{}, false, err
 	}
 	doc := versionDoc{Subject: subject, Version: version, ID: id}
@@ -403,8 +403,10 @@ func (r *Registry) allocateID(ctx context.Context, atLeast int) (int, error) {
 }
 
 // storeSchema makes sure schemas.<id> and fp.<fp> exist and returns the id
-// the fingerprint maps to (another registry may have mapped it first).
-func (r *Registry) storeSchema(ctx context.Context, id int, p *prepared) (int, error) {
+// to use: the one the fingerprint maps to (another registry may have
+// mapped it first), or with explicit (an IMPORT with a chosen id) id
+// itself, after checking no other schema holds it.
+func (r *Registry) storeSchema(ctx context.Context, id int, p *prepared, explicit bool) (int, error) {
 	r.mu.RLock()
 	rec := r.st.schemas[id]
 	fpID := r.st.fps[p.fp]
@@ -419,13 +421,22 @@ func (r *Registry) storeSchema(ctx context.Context, id int, p *prepared) (int, e
 			if err := r.refresh(ctx, key); err != nil {
 				return 0, err
 			}
+			r.mu.RLock()
+			rec = r.st.schemas[id]
+			r.mu.RUnlock()
 		case err != nil:
 			return 0, storeError(err, "schema: write schema id %d", id)
 		default:
 			r.applyWrite(key, b, rev)
 		}
 	}
+	if rec != nil && rec.fp != p.fp {
+		return 0, newError(ErrIDDoesNotMatch, "schema id %d is already used by another schema", id)
+	}
 	if fpID != 0 {
+		if explicit {
+			return id, nil
+		}
 		return fpID, nil
 	}
 	b, _ := json.Marshal(idDoc{ID: id})
@@ -440,6 +451,9 @@ func (r *Registry) storeSchema(ctx context.Context, id int, p *prepared) (int, e
 		r.mu.RUnlock()
 		if fpID == 0 {
 			return 0, newError(ErrStore, "schema: fingerprint %s vanished while registering", p.fp)
+		}
+		if explicit {
+			return id, nil
 		}
 		return fpID, nil
 	}
