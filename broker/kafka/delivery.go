@@ -85,19 +85,27 @@ func (d *delivery) String() string {
 }
 
 // decodeMessage turns a record into a Message of topic: the route and id
-// from their headers, the key, the other headers and the value unchanged.
+// from their headers, the key, the other headers and the value.
+//
+// Key, Route, ID and Data share the record's fetched bytes instead of
+// copying them, as franz-go's records do: nothing writes to those bytes
+// after the fetch (franz-go reuses them only with kgo.WithPools, which
+// the adapter does not set and WithConsumerOptions must not add).
 func decodeMessage(r *kgo.Record, topic string) broker.Message {
-	m := broker.Message{Topic: topic, Data: r.Value}
-	if len(r.Key) > 0 {
-		m.Key = string(r.Key)
-	}
+	var m broker.Message
+	decodeInto(&m, r, topic)
+	return m
+}
+
+func decodeInto(m *broker.Message, r *kgo.Record, topic string) {
+	m.Topic, m.Data, m.Key = topic, r.Value, bytesString(r.Key)
 	user := 0
 	for _, h := range r.Headers {
 		switch h.Key {
 		case HeaderRoute:
-			m.Route = string(h.Value)
+			m.Route = bytesString(h.Value)
 		case HeaderID:
-			m.ID = string(h.Value)
+			m.ID = bytesString(h.Value)
 		case HeaderAttempt, HeaderDue, HeaderSeq, HeaderTime:
 		default:
 			user++
@@ -106,57 +114,13 @@ func decodeMessage(r *kgo.Record, topic string) broker.Message {
 	if user > 0 {
 		m.Header = userHeaders(r, user)
 	}
-	return m
 }
 
-// strArena holds the key, route and id strings of a fetch's messages in
-// one allocation. The strings are never written after they are made.
-type strArena struct{ buf []byte }
-
-func newStrArena(fs kgo.Fetches) strArena {
-	n := 0
-	fs.EachRecord(func(r *kgo.Record) {
-		n += len(r.Key)
-		for _, h := range r.Headers {
-			if h.Key == HeaderRoute || h.Key == HeaderID {
-				n += len(h.Value)
-			}
-		}
-	})
-	return strArena{buf: make([]byte, 0, n)}
-}
-
-func (a *strArena) str(b []byte) string {
+func bytesString(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	if cap(a.buf)-len(a.buf) < len(b) {
-		return string(b)
-	}
-	start := len(a.buf)
-	a.buf = append(a.buf, b...)
-	return unsafe.String(&a.buf[start], len(b))
-}
-
-// decode is decodeMessage with the strings in the arena.
-func (a *strArena) decode(r *kgo.Record, topic string) broker.Message {
-	m := broker.Message{Topic: topic, Data: r.Value, Key: a.str(r.Key)}
-	user := 0
-	for _, h := range r.Headers {
-		switch h.Key {
-		case HeaderRoute:
-			m.Route = a.str(h.Value)
-		case HeaderID:
-			m.ID = a.str(h.Value)
-		case HeaderAttempt, HeaderDue, HeaderSeq, HeaderTime:
-		default:
-			user++
-		}
-	}
-	if user > 0 {
-		m.Header = userHeaders(r, user)
-	}
-	return m
+	return unsafe.String(&b[0], len(b))
 }
 
 func userHeaders(r *kgo.Record, n int) map[string]string {
@@ -174,7 +138,7 @@ func userHeaders(r *kgo.Record, n int) map[string]string {
 func headerValue(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {
 		if h.Key == key {
-			return string(h.Value)
+			return bytesString(h.Value)
 		}
 	}
 	return ""

@@ -102,19 +102,18 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 		return nil, fmt.Errorf("kafka: subscribe %q group %q: %w", topic, opts.Group, err)
 	}
 	s.cl = cl
-	b.mu.Lock()
-	if b.closed.Load() {
-		b.mu.Unlock()
-		s.cancel()
-		cl.Close()
-		return nil, broker.ErrClosed
-	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	b.clock.acquire()
 	s.wg.Add(2)
 	go s.pump()
 	go s.committer()
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		_ = s.Close()
+		return nil, broker.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
 	return s, nil
 }
 
@@ -272,10 +271,17 @@ func (b *Broker) recordTime(ctx context.Context, topic string, p int32, off int6
 		return 0, err
 	}
 	defer cl.Close()
+	// Records from off on may all be aborted transactional ones: bound
+	// the search and fall back to the end.
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for {
-		fs := cl.PollRecords(ctx, 1)
+		fs := cl.PollRecords(pctx, 1)
 		if err := ctx.Err(); err != nil {
 			return 0, err
+		}
+		if pctx.Err() != nil {
+			return -1, nil
 		}
 		for _, r := range fs.Records() {
 			if r.Offset >= off {
@@ -859,7 +865,6 @@ func (s *subscription) waitRoom() int {
 // decoded here, off the consumer's path.
 func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 	slab := make([]entry, fs.NumRecords())
-	arena := newStrArena(fs)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	nowMs := time.Now().UnixMilli()
@@ -903,7 +908,8 @@ func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 			p.popSettled()
 			return
 		}
-		e.first = delivery{s: s, e: e, msg: arena.decode(r, s.topic)}
+		e.first.s, e.first.e = s, e
+		decodeInto(&e.first.msg, r, s.topic)
 		e.hasFirst = true
 		if !p.retry {
 			e.seq = uint64(r.Partition)<<48 | uint64(r.Offset+1)
