@@ -75,6 +75,8 @@ func WithClientOptions(opts ...kgo.Opt) Option {
 
 // WithConsumerOptions appends raw franz-go options to the consumer
 // clients only, for example kgo.HeartbeatInterval or kgo.SessionTimeout.
+// Do not pass kgo.WithPools: delivered messages share the fetched bytes,
+// which pooling would recycle under them.
 func WithConsumerOptions(opts ...kgo.Opt) Option {
 	return func(c *config) { c.consumerOpts = append(c.consumerOpts, opts...) }
 }
