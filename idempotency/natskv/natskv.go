@@ -314,8 +314,11 @@ func decode(v []byte) (record, error) {
 		return bad(fmt.Sprintf("state %q", parts[1]))
 	}
 	life, err := strconv.ParseInt(string(parts[3]), 10, 64)
-	if err != nil || life <= 0 {
+	if err != nil || life <= 0 || strconv.FormatInt(life, 10) != string(parts[3]) {
 		return bad(fmt.Sprintf("life %q", parts[3]))
+	}
+	if len(parts[4]) == 0 {
+		return bad("empty key")
 	}
 	return record{state: parts[1][0], owner: string(parts[2]), life: time.Duration(life), key: string(parts[4])}, nil
 }
