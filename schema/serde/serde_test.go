@@ -307,3 +307,40 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecode feeds arbitrary payloads to codecs of each format: an error,
+// never a panic.
+func FuzzDecode(f *testing.F) {
+	cl, _, _ := start(f)
+	ctx := context.Background()
+	av, err := serde.NewAvro[orderV2](ctx, cl, "fuzz-avro", avroV2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	js, err := serde.NewJSON[payment](ctx, cl, "fuzz-json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	ps, err := protobuf.Parse(protoText)
+	if err != nil {
+		f.Fatal(err)
+	}
+	md, _ := ps.Message("Refund")
+	pb, err := serde.NewProtobuf(ctx, cl, "fuzz-proto", protoText, dynamicpb.NewMessage(md))
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, _ := av.Encode(orderV2{ID: "x", Total: 1, Currency: "EUR"})
+	j, _ := js.Encode(payment{ID: "p", Amount: 1})
+	m := dynamicpb.NewMessage(md)
+	m.Set(md.Fields().ByName("order_id"), protoreflect.ValueOfString("o"))
+	p, _ := pb.Encode(m)
+	for _, seed := range [][]byte{a, j, p, {0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = av.Decode(ctx, data)
+		_, _ = js.Decode(ctx, data)
+		_, _ = pb.Decode(ctx, data)
+	})
+}
