@@ -40,6 +40,7 @@ const baseURL = "herald:///schema.json"
 // whose name is the URL, or its last path segments.
 type refLoader struct{ refs []compat.Ref }
 
+// Load implements sj.URLLoader.
 func (l refLoader) Load(url string) (any, error) {
 	for _, r := range l.refs {
 		if url == r.Name || strings.HasSuffix(url, "/"+strings.TrimPrefix(r.Name, "/")) {
