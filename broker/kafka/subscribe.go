@@ -844,12 +844,13 @@ func (s *subscription) waitRoom() int {
 		s.mu.Lock()
 		room := s.roomLocked()
 		closed := s.closed
-		s.pumpWaiting = room < s.bufCap/4
+		wait := room < s.bufCap/4
+		s.pumpWaiting = wait
 		s.mu.Unlock()
 		if closed {
 			return 0
 		}
-		if !s.pumpWaiting {
+		if !wait {
 			return room
 		}
 		select {
