@@ -146,6 +146,14 @@ type SubscribeOptions struct {
 	// ConfirmAcks makes Ack wait for the broker's confirmation (JetStream's
 	// double ack). It costs a round trip per ack.
 	ConfirmAcks bool
+	// KeyOrder asks that the messages of one key reach one member of the
+	// group at a time, in order, even when the group has several members
+	// in several processes: the topic's partitions are shared out among
+	// the live members, and a partition moves only once its previous owner
+	// stopped. Adapters that cannot guarantee it return an error naming
+	// why. Within one subscription, deliveries of a partition keep their
+	// order.
+	KeyOrder bool
 }
 
 // Defaults for SubscribeOptions.

@@ -595,3 +595,145 @@ func TestShutdownLosesNothing(t *testing.T) {
 		t.Fatalf("%d events handled twice: graceful shutdown must ack what it handled", dups)
 	}
 }
+
+// TestKeyOrderAcrossInstances runs three instances of one group (each its
+// own connection and router), publishes 10k events over 100 keys, kills one
+// instance midway (its connection drops without leaving the group) and
+// checks that per-key order held on every instance and across the handover.
+func TestKeyOrderAcrossInstances(t *testing.T) {
+	t.Parallel()
+	const n, keys = 10000, 100
+	topic := unique("ordered")
+	admin := newBroker(t)
+	if err := admin.EnsureTopic(context.Background(), topic, broker.TopicConfig{Partitions: 12}); err != nil {
+		t.Fatal(err)
+	}
+	type rec struct {
+		inst    int
+		key     string
+		i       int
+		attempt int
+		at      time.Time
+		dead    bool
+	}
+	var mu sync.Mutex
+	var log []rec
+	var dead atomic.Bool
+	handled := make([]atomic.Int32, 3)
+	brokers := make([]*natsjs.Broker, 3)
+	for inst := range 3 {
+		b := newBroker(t)
+		brokers[inst] = b
+		r, err := consumer.NewRouter(b, b, "shipping", []string{topic}, consumer.WithStart(broker.FromFirst),
+			consumer.WithAckWait(2*time.Second), consumer.WithConcurrency(8), consumer.WithShutdownTimeout(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.HandleAll(func(ctx context.Context, m *consumer.Message) error {
+			i, _ := strconv.Atoi(string(m.Event.Data))
+			if inst == 2 && dead.Load() {
+				mu.Lock()
+				log = append(log, rec{inst, m.Event.Subject, i, m.Attempt, time.Now(), true})
+				mu.Unlock()
+				return errors.New("instance is dead")
+			}
+			mu.Lock()
+			log = append(log, rec{inst, m.Event.Subject, i, m.Attempt, time.Now(), false})
+			mu.Unlock()
+			handled[inst].Add(1)
+			return nil
+		})
+		run(t, r)
+	}
+	distinct := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[int]bool{}
+		for _, r := range log {
+			if !r.dead {
+				seen[r.i] = true
+			}
+		}
+		return len(seen)
+	}
+	// Let the three members find each other before the first events.
+	time.Sleep(2 * heartbeatWait)
+	go func() {
+		for i := 0; i < n; i += 500 {
+			publishRange(t, admin, topic, i, min(i+500, n), keys)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	eventually(t, 60*time.Second, "a third of the events handled", func() bool { return distinct() > n/3 })
+	if handled[2].Load() == 0 {
+		t.Fatal("instance 2 handled nothing before the kill: the partitions were not shared")
+	}
+	dead.Store(true)
+	brokers[2].Conn().Close() // a crash: no unpin, no leave
+	eventually(t, 90*time.Second, "all 10k events handled after the kill", func() bool { return distinct() == n })
+
+	mu.Lock()
+	defer mu.Unlock()
+	for inst := range 2 {
+		if handled[inst].Load() == 0 {
+			t.Errorf("instance %d handled nothing", inst)
+		}
+	}
+	// Per key: the live instances' records never go backwards (a repeat of
+	// the same event is a redelivery), and after the kill they resume at or
+	// before the dead instance's last event of that key.
+	lastLive := map[string]int{}
+	lastDead := map[string]int{}
+	killedAt := time.Time{}
+	for _, r := range log {
+		if r.dead && killedAt.IsZero() {
+			killedAt = r.at
+		}
+	}
+	dump := func(key string) string {
+		var b strings.Builder
+		for _, r := range log {
+			if r.key == key {
+				fmt.Fprintf(&b, "  inst %d i %d attempt %d at %v dead %v\n", r.inst, r.i, r.attempt, r.at.Sub(killedAt), r.dead)
+			}
+		}
+		return b.String()
+	}
+	for _, r := range log {
+		if r.dead {
+			continue
+		}
+		if r.inst == 2 {
+			if prev, ok := lastDead[r.key]; ok && r.i <= prev {
+				t.Fatalf("instance 2, key %s: event %d after %d", r.key, r.i, prev)
+			}
+			lastDead[r.key] = r.i
+			continue
+		}
+		if prev, ok := lastLive[r.key]; ok {
+			if r.i < prev {
+				t.Fatalf("key %s: event %d handled after %d\n%s", r.key, r.i, prev, dump(r.key))
+			}
+		} else if d, ok := lastDead[r.key]; ok && r.i > d+keys {
+			t.Fatalf("key %s: the next owner started at %d, after the dead owner's last %d: events were skipped\n%s", r.key, r.i, d, dump(r.key))
+		}
+		lastLive[r.key] = r.i
+	}
+	t.Logf("handled: instance 0 %d, instance 1 %d, instance 2 (killed) %d", handled[0].Load(), handled[1].Load(), handled[2].Load())
+}
+
+const heartbeatWait = time.Second
+
+func publishRange(t testing.TB, b broker.Publisher, topic string, from, to, keys int) {
+	msgs := make([]*broker.Message, 0, to-from)
+	for i := from; i < to; i++ {
+		e := event.New("test", "t.v1", []byte(strconv.Itoa(i)))
+		e.Subject = "k" + strconv.Itoa(i%keys)
+		h := map[string]string{}
+		event.NATS.Encode(e, h)
+		msgs = append(msgs, &broker.Message{Topic: topic, Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data})
+	}
+	if err := b.Publish(context.Background(), msgs...); err != nil {
+		t.Errorf("publish %d..%d: %v", from, to, err)
+	}
+}

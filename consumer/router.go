@@ -114,6 +114,7 @@ type config struct {
 	observer        Observer
 	log             *slog.Logger
 	failDelay       time.Duration
+	keyOrder        bool
 }
 
 // Option configures a Router.
@@ -218,6 +219,13 @@ func WithMiddleware(mw ...Middleware) Option {
 	return func(c *config) error { c.use = append(c.use, mw...); return nil }
 }
 
+// WithKeyOrder sets whether events of one partition key are handled in
+// order across every instance of the group (default true): the topic's
+// partitions are shared out among the live instances and move only after
+// their previous owner stopped. Off, the instances share the group's
+// events as a plain work queue and order holds only inside one instance.
+func WithKeyOrder(on bool) Option { return func(c *config) error { c.keyOrder = on; return nil } }
+
 // WithObserver reports every delivery to o (metrics, tracing).
 func WithObserver(o Observer) Option { return func(c *config) error { c.observer = o; return nil } }
 
@@ -254,6 +262,7 @@ func NewRouter(sub broker.Subscriber, pub broker.Publisher, group string, topics
 		maxDepth:        64,
 		log:             slog.Default(),
 		failDelay:       time.Second,
+		keyOrder:        true,
 	}
 	for _, o := range opts {
 		if err := o(&c); err != nil {
@@ -379,6 +388,7 @@ func (r *Router) Run(ctx context.Context) error {
 			AckWait:     r.cfg.ackWait,
 			MaxInFlight: r.cfg.maxInFlight,
 			ConfirmAcks: r.cfg.mode == ExactlyOnce,
+			KeyOrder:    r.cfg.keyOrder,
 		})
 		if err != nil {
 			closeSubs()

@@ -42,8 +42,10 @@ const (
 )
 
 // Defaults for topics created on first use.
+// Eight partitions let up to eight members of a key-ordered group work in
+// parallel; servers before 2.10 get one.
 var DefaultTopicConfig = broker.TopicConfig{
-	Partitions:  1,
+	Partitions:  8,
 	MaxAge:      7 * 24 * time.Hour,
 	Replicas:    1,
 	DedupWindow: 2 * time.Minute,
@@ -65,10 +67,12 @@ type Broker struct {
 	connClosed chan struct{} // closed when an owned connection is closed
 	modern     bool          // server >= 2.10
 	termReason bool          // server >= 2.10.4
+	pinned     bool          // server >= 2.11: pinned priority groups
 
 	mu      sync.Mutex
 	streams map[string]*streamInfo
 	subs    map[*subscription]struct{}
+	ordered map[*orderedSub]struct{}
 	closed  bool
 }
 
@@ -213,6 +217,7 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 		readyWait: c.readyWait,
 		streams:   map[string]*streamInfo{},
 		subs:      map[*subscription]struct{}{},
+		ordered:   map[*orderedSub]struct{}{},
 	}
 	if c.memory {
 		b.storage = jetstream.MemoryStorage
@@ -250,6 +255,10 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 	v := b.nc.ConnectedServerVersion()
 	b.modern = serverAtLeast(v, 2, 10, 0)
 	b.termReason = serverAtLeast(v, 2, 10, 4)
+	b.pinned = serverAtLeast(v, 2, 11, 0)
+	if !b.modern {
+		b.defaults.Partitions = 1
+	}
 	return b, nil
 }
 
@@ -528,8 +537,11 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
+	subs := make([]broker.Subscription, 0, len(b.subs)+len(b.ordered))
 	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	for s := range b.ordered {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +30,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 	if err != nil {
 		return nil, err
 	}
+	if opts.KeyOrder {
+		return b.subscribeOrdered(ctx, si, opts)
+	}
 	cons, err := b.consumer(ctx, si, opts)
 	if err != nil {
 		return nil, err
@@ -39,6 +43,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 		confirm: opts.ConfirmAcks,
 		ch:      make(chan *delivery, opts.MaxInFlight),
 		done:    make(chan struct{}),
+		tr:      newTracker(),
 	}
 	cc, err := cons.Consume(s.receive,
 		jetstream.PullMaxMessages(opts.MaxInFlight),
@@ -59,11 +64,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 	}
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
+	s.wg.Go(func() { s.tr.keepAlive(opts.AckWait, s.done, nil) })
 	return s, nil
 }
 
 func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.SubscribeOptions) (jetstream.Consumer, error) {
-	name := ConsumerName(o.Group)
 	filters := []string{si.name + ".>"}
 	if len(o.Routes) > 1 && !b.modern {
 		return nil, fmt.Errorf("natsjs: topic %q group %q: filtering on several routes needs NATS server 2.10 or later (connected to %s)", si.topic, o.Group, b.nc.ConnectedServerVersion())
@@ -77,6 +82,15 @@ func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.Subscrib
 			filters = append(filters, si.name+".*."+r)
 		}
 	}
+	return b.ensureConsumer(ctx, si, ConsumerName(o.Group), o, filters, nil)
+}
+
+// ensureConsumer creates the durable consumer name, or updates the
+// settings an existing one may change (ack wait, in-flight limit, filter,
+// priority settings); an existing consumer keeps its position. extra, if
+// set, adjusts the config.
+func (b *Broker) ensureConsumer(ctx context.Context, si *streamInfo, name string, o broker.SubscribeOptions,
+	filters []string, extra func(*jetstream.ConsumerConfig)) (jetstream.Consumer, error) {
 	apply := func(c *jetstream.ConsumerConfig) {
 		c.AckWait = o.AckWait
 		c.MaxAckPending = o.MaxInFlight
@@ -85,6 +99,9 @@ func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.Subscrib
 		if len(filters) == 1 {
 			c.FilterSubject, c.FilterSubjects = filters[0], nil
 		}
+		if extra != nil {
+			extra(c)
+		}
 	}
 	existing, err := b.js.Consumer(ctx, si.name, name)
 	if err == nil {
@@ -92,7 +109,7 @@ func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.Subscrib
 		apply(&cfg)
 		c, err := b.js.UpdateConsumer(ctx, si.name, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("natsjs: topic %q group %q: update consumer: %w", si.topic, o.Group, err)
+			return nil, fmt.Errorf("natsjs: topic %q group %q: update consumer %q: %w", si.topic, o.Group, name, err)
 		}
 		return c, nil
 	}
@@ -120,7 +137,7 @@ func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.Subscrib
 	apply(&cfg)
 	c, err := b.js.CreateOrUpdateConsumer(ctx, si.name, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("natsjs: topic %q group %q: create consumer: %w", si.topic, o.Group, err)
+		return nil, fmt.Errorf("natsjs: topic %q group %q: create consumer %q: %w", si.topic, o.Group, name, err)
 	}
 	return c, nil
 }
@@ -133,13 +150,16 @@ type subscription struct {
 	ch      chan *delivery
 	done    chan struct{}
 	once    sync.Once
+	tr      *tracker
+	wg      sync.WaitGroup
 }
 
 // receive runs on the consume goroutine. The channel holds MaxInFlight
 // deliveries, the consumer's MaxAckPending, so it only blocks when another
 // client raised that limit.
 func (s *subscription) receive(m jetstream.Msg) {
-	d := &delivery{m: m, s: s}
+	d := newDelivery(m, s.b, s.si, s.confirm, s.tr, nil)
+	s.tr.add(d)
 	select {
 	case s.ch <- d:
 	case <-s.done:
@@ -168,14 +188,18 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 func (s *subscription) Close() error {
 	s.once.Do(func() {
 		close(s.done)
+		s.wg.Wait()
 		if s.cc != nil {
-			s.cc.Stop()
+			// Drain passes what the client already pulled to receive,
+			// which hands it back to the group now rather than after
+			// its ack wait.
+			s.cc.Drain()
 			<-s.cc.Closed()
 		}
 		for {
 			select {
 			case d := <-s.ch:
-				_ = d.m.Nak()
+				_ = d.Nack(context.Background(), 0)
 			default:
 				s.b.mu.Lock()
 				delete(s.b.subs, s)
@@ -188,31 +212,46 @@ func (s *subscription) Close() error {
 }
 
 type delivery struct {
-	m   jetstream.Msg
-	s   *subscription
-	md  *jetstream.MsgMetadata
-	msg *broker.Message
+	m       jetstream.Msg
+	b       *Broker
+	si      *streamInfo
+	confirm bool
+	md      *jetstream.MsgMetadata
+	msg     *broker.Message
+	// tr tracks the delivery until it is settled; part is its partition
+	// in a key-ordered subscription (nil otherwise).
+	tr      *tracker
+	part    *partition
+	settled atomic.Bool
 }
 
-func (d *delivery) meta() *jetstream.MsgMetadata {
-	if d.md == nil {
-		md, err := d.m.Metadata()
-		if err != nil {
-			md = &jetstream.MsgMetadata{NumDelivered: 1}
-		}
-		d.md = md
+// done records that the delivery was settled (once).
+func (d *delivery) done() {
+	if d.settled.CompareAndSwap(false, true) && d.tr != nil {
+		d.tr.remove(d)
 	}
-	return d.md
 }
+
+// newDelivery wraps m, parsing its metadata once: it is read from several
+// goroutines (the handler's, the keepalive's).
+func newDelivery(m jetstream.Msg, b *Broker, si *streamInfo, confirm bool, tr *tracker, part *partition) *delivery {
+	md, err := m.Metadata()
+	if err != nil {
+		md = &jetstream.MsgMetadata{NumDelivered: 1}
+	}
+	return &delivery{m: m, b: b, si: si, confirm: confirm, md: md, tr: tr, part: part}
+}
+
+func (d *delivery) meta() *jetstream.MsgMetadata { return d.md }
 
 func (d *delivery) Message() *broker.Message {
 	if d.msg != nil {
 		return d.msg
 	}
-	m := &broker.Message{Topic: d.s.si.topic, Data: d.m.Data()}
+	m := &broker.Message{Topic: d.si.topic, Data: d.m.Data()}
 	// The subject is "<stream>.<partition>.<route>".
 	subj := d.m.Subject()
-	if rest, ok := strings.CutPrefix(subj, d.s.si.name+"."); ok {
+	if rest, ok := strings.CutPrefix(subj, d.si.name+"."); ok {
 		if i := strings.IndexByte(rest, '.'); i >= 0 {
 			m.Route = rest[i+1:]
 		}
@@ -243,8 +282,9 @@ func (d *delivery) Sequence() uint64     { return d.meta().Sequence.Stream }
 func (d *delivery) Timestamp() time.Time { return d.meta().Timestamp }
 
 func (d *delivery) Ack(ctx context.Context) error {
+	defer d.done()
 	var err error
-	if d.s.confirm {
+	if d.confirm {
 		err = d.m.DoubleAck(ctx)
 	} else {
 		err = d.m.Ack()
@@ -253,6 +293,7 @@ func (d *delivery) Ack(ctx context.Context) error {
 }
 
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	defer d.done()
 	if delay <= 0 {
 		return wrapAckErr("nack", d.m.Nak())
 	}
@@ -260,7 +301,8 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 }
 
 func (d *delivery) Term(ctx context.Context, reason string) error {
-	if reason == "" || !d.s.b.termReason {
+	defer d.done()
+	if reason == "" || !d.b.termReason {
 		return wrapAckErr("term", d.m.Term())
 	}
 	return wrapAckErr("term", d.m.TermWithReason(reason))
@@ -284,9 +326,17 @@ func wrapAckErr(op string, err error) error {
 // pending deliveries are gone. Deleting a group that does not exist is not
 // an error.
 func (b *Broker) DeleteGroup(ctx context.Context, topic, group string) error {
-	err := b.js.DeleteConsumer(ctx, StreamName(topic), ConsumerName(group))
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("natsjs: delete group %q of topic %q: %w", group, topic, err)
+	names := []string{ConsumerName(group)}
+	if si, err := b.stream(ctx, topic); err == nil {
+		for p := range si.partitions {
+			names = append(names, PartitionConsumerName(group, p))
+		}
+	}
+	for _, name := range names {
+		err := b.js.DeleteConsumer(ctx, StreamName(topic), name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("natsjs: delete group %q of topic %q: %w", group, topic, err)
+		}
 	}
 	return nil
 }

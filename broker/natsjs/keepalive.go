@@ -1,0 +1,81 @@
+package natsjs
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// tracker holds the deliveries a subscription received and that are not
+// settled yet, and keeps them alive: every third of the ack wait it sends
+// "in progress" for all of them, oldest stream sequence first. A delivery
+// queued behind slow ones therefore never hits its ack wait while its
+// subscription lives, and the deadlines keep stream order, so if the
+// process dies they are redelivered in order.
+type tracker struct {
+	mu sync.Mutex
+	m  map[*delivery]struct{}
+}
+
+func newTracker() *tracker { return &tracker{m: map[*delivery]struct{}{}} }
+
+func (t *tracker) add(d *delivery) {
+	t.mu.Lock()
+	t.m[d] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *tracker) remove(d *delivery) {
+	t.mu.Lock()
+	delete(t.m, d)
+	t.mu.Unlock()
+}
+
+func (t *tracker) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// touch signals progress for every tracked delivery in stream order.
+func (t *tracker) touch() {
+	t.mu.Lock()
+	ds := make([]*delivery, 0, len(t.m))
+	for d := range t.m {
+		ds = append(ds, d)
+	}
+	t.mu.Unlock()
+	slices.SortFunc(ds, func(a, b *delivery) int {
+		sa, sb := a.Sequence(), b.Sequence()
+		switch {
+		case sa < sb:
+			return -1
+		case sa > sb:
+			return 1
+		}
+		return 0
+	})
+	for _, d := range ds {
+		if !d.settled.Load() {
+			_ = d.m.InProgress()
+		}
+	}
+}
+
+// keepAlive touches t every ackWait/3 until stop is closed or done()
+// reports true.
+func (t *tracker) keepAlive(ackWait time.Duration, stop <-chan struct{}, done func() bool) {
+	tk := time.NewTicker(max(ackWait/3, 10*time.Millisecond))
+	defer tk.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tk.C:
+			if done != nil && done() {
+				return
+			}
+			t.touch()
+		}
+	}
+}
