@@ -138,7 +138,9 @@ type SubscribeOptions struct {
 	// these routes.
 	Routes []string
 	// AckWait is how long a delivery may stay unsettled before it is
-	// redelivered. Default 30s.
+	// redelivered. Adapters may keep the deliveries of an open
+	// subscription alive (natsjs does), so that AckWait bounds how long a
+	// member that died holds its deliveries. Default 30s.
 	AckWait time.Duration
 	// MaxInFlight caps deliveries handed out and not yet settled for this
 	// group. Default 1024.

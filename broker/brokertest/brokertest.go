@@ -542,7 +542,8 @@ func testCloseInFlight(t *testing.T, s *suite) {
 	const n = 1000
 	const ackWait = 2 * time.Second
 	s.publish(t, 0, n, nil)
-	opt := func(o *broker.SubscribeOptions) { o.AckWait = ackWait; o.MaxInFlight = 64 }
+	// MaxInFlight covers the 150 deliveries held unsettled below.
+	opt := func(o *broker.SubscribeOptions) { o.AckWait = ackWait; o.MaxInFlight = 256 }
 	acked := make([]bool, n)
 	first := s.subscribe(t, "g", opt)
 	var held []broker.Delivery

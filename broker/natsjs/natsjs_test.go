@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,7 @@ func TestConformanceEmbeddedPartitioned(t *testing.T) {
 
 func TestConformanceExternal(t *testing.T) {
 	testenv.Need(t, "NATS", testenv.HostPort(testenv.NATSURL))
+	var mu sync.Mutex
 	var made []string
 	t.Cleanup(func() {
 		// Remove the streams this run created on the shared server.
@@ -87,18 +89,21 @@ func TestConformanceExternal(t *testing.T) {
 	prefix := "herald-test"
 	brokertest.Run(t, func(t *testing.T) broker.Broker {
 		b := newBroker(t, natsjs.WithURL(testenv.NATSURL))
-		return &recording{Broker: b, made: &made}
+		return &recording{Broker: b, mu: &mu, made: &made}
 	}, brokertest.Features{TopicPrefix: prefix})
 }
 
 // recording remembers the streams a broker touched, for cleanup.
 type recording struct {
 	*natsjs.Broker
+	mu   *sync.Mutex
 	made *[]string
 }
 
 func (r *recording) Subscribe(ctx context.Context, topic string, o broker.SubscribeOptions) (broker.Subscription, error) {
+	r.mu.Lock()
 	*r.made = append(*r.made, natsjs.StreamName(topic))
+	r.mu.Unlock()
 	return r.Broker.Subscribe(ctx, topic, o)
 }
 
