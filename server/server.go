@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/schema"
+	"github.com/heraldhq/herald/server/registry"
 )
 
 // Default listen addresses.
@@ -59,6 +61,9 @@ type Server struct {
 	broker   *natsjs.Broker
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	regSrv   *http.Server
+	regLn    net.Listener
+	registry *schema.Registry
 	mux      *http.ServeMux
 	started  time.Time
 	wg       sync.WaitGroup
@@ -104,6 +109,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.httpLn, err = listen("http", "--http-addr", s.cfg.HTTPAddr); err != nil {
 		return err
 	}
+	if s.regLn, err = listen("registry", "--registry-addr", s.cfg.RegistryAddr); err != nil {
+		return err
+	}
 	s.emb, err = natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{
 		DataDir:    s.cfg.DataDir,
 		Addr:       s.cfg.NATSAddr,
@@ -117,16 +125,21 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	s.routes()
-	s.httpSrv = &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	store, err := schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket)
+	if err != nil {
+		return fmt.Errorf("server: schema store: %w", err)
 	}
+	if s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log)); err != nil {
+		return fmt.Errorf("server: schema registry: %w", err)
+	}
+	s.routes()
+	s.httpSrv = s.newHTTPServer(s.mux)
+	s.regSrv = s.newHTTPServer(registry.NewHandler(s.registry, registry.WithLogger(s.log)))
 	s.serve(s.httpSrv, s.httpLn)
+	s.serve(s.regSrv, s.regLn)
 	s.log.Info("herald started",
-		"nats", s.emb.ClientURL(), "http", s.AdminURL(), "data_dir", s.cfg.DataDir,
-		"durability", string(s.cfg.Durability))
+		"nats", s.emb.ClientURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
+		"data_dir", s.cfg.DataDir, "durability", string(s.cfg.Durability))
 	return nil
 }
 
@@ -136,6 +149,15 @@ func (s *Server) serve(srv *http.Server, ln net.Listener) {
 			s.log.Error("http server stopped", "addr", ln.Addr().String(), "error", err)
 		}
 	})
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 func listen(what, flag, addr string) (net.Listener, error) {
@@ -197,6 +219,17 @@ func (s *Server) AdminURL() string {
 	return "http://" + s.httpLn.Addr().String()
 }
 
+// RegistryURL returns the base URL of the schema registry.
+func (s *Server) RegistryURL() string {
+	if s.regLn == nil {
+		return ""
+	}
+	return "http://" + s.regLn.Addr().String()
+}
+
+// Registry returns the schema registry.
+func (s *Server) Registry() *schema.Registry { return s.registry }
+
 // Config returns the server's configuration with defaults applied.
 func (s *Server) Config() Config { return s.cfg }
 
@@ -205,14 +238,22 @@ func (s *Server) Config() Config { return s.cfg }
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.shutOnce.Do(func() {
-		if s.httpSrv != nil {
-			if err := s.httpSrv.Shutdown(ctx); err != nil {
-				errs = append(errs, err)
+		for _, hs := range []struct {
+			srv *http.Server
+			ln  net.Listener
+		}{{s.httpSrv, s.httpLn}, {s.regSrv, s.regLn}} {
+			if hs.srv != nil {
+				if err := hs.srv.Shutdown(ctx); err != nil {
+					errs = append(errs, err)
+				}
+			} else if hs.ln != nil {
+				_ = hs.ln.Close()
 			}
-		} else if s.httpLn != nil {
-			_ = s.httpLn.Close()
 		}
 		s.wg.Wait()
+		if s.registry != nil {
+			_ = s.registry.Close()
+		}
 		if s.broker != nil {
 			_ = s.broker.Close()
 		}

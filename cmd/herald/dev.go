@@ -48,6 +48,7 @@ Herald dev is running.
 
   NATS:      %s
   Admin API: %s  (/healthz, /readyz)
+  Registry:  %s  (Confluent-compatible)
   Data dir:  %s%s
 
 Try it in another terminal:
@@ -56,7 +57,7 @@ Try it in another terminal:
   go run ./cmd/herald pub --url %s --topic demo --type demo.hello.v1 '{"hello":"world"}'
 
 Press Ctrl-C to stop.
-`, url, srv.AdminURL(), cfg.DataDir, keptNote(keep), url, url)
+`, url, srv.AdminURL(), srv.RegistryURL(), cfg.DataDir, keptNote(keep), url, url)
 			return waitAndStop(cmd.Context(), srv)
 		},
 	}

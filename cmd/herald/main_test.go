@@ -302,3 +302,42 @@ func TestEnvSetsFlags(t *testing.T) {
 		t.Fatalf("HERALD_OUTPUT=json gave %q (%v)", out, err)
 	}
 }
+
+// TestServeRegistryKeepsSchemasAcrossRestart registers a schema with the
+// CLI against a running serve, restarts serve on the same data dir and
+// reads it back by subject and by id.
+func TestServeRegistryKeepsSchemasAcrossRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	avsc := filepath.Join(t.TempDir(), "order.avsc")
+	if err := os.WriteFile(avsc, []byte(`{"type":"record","name":"Order","fields":[{"name":"id","type":"string"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, dir)
+	out, errOut, err := runHerald(t, "", "schema", "register", "--registry-url", p.state.RegistryURL, "orders-value", avsc, "-o", "json")
+	if err != nil {
+		t.Fatalf("schema register: %v\n%s", err, errOut)
+	}
+	var reg struct{ ID int }
+	if err := json.Unmarshal([]byte(out), &reg); err != nil || reg.ID == 0 {
+		t.Fatalf("register output %q: %v", out, err)
+	}
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v; stderr:\n%s", err, p.stderr)
+	}
+	p2 := startServe(t, dir)
+	out, errOut, err = runHerald(t, "", "schema", "get", "--registry-url", p2.state.RegistryURL, "--id", fmt.Sprint(reg.ID), "-o", "json")
+	if err != nil {
+		t.Fatalf("schema get after restart: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, `Order`) {
+		t.Fatalf("schema %d after restart: %s", reg.ID, out)
+	}
+	out, _, err = runHerald(t, "", "schema", "list", "--registry-url", p2.state.RegistryURL)
+	if err != nil || !strings.Contains(out, "orders-value") {
+		t.Fatalf("schema list after restart: %v %q", err, out)
+	}
+}

@@ -104,8 +104,8 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  admin:    %s\n  data dir: %s\n",
-				srv.NATSURL(), srv.AdminURL(), cfg.DataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  admin:    %s\n  registry: %s\n  data dir: %s\n",
+				srv.NATSURL(), srv.AdminURL(), srv.RegistryURL(), cfg.DataDir)
 			return waitAndStop(cmd.Context(), srv)
 		},
 	}
@@ -127,7 +127,7 @@ func startServer(ctx context.Context, cfg server.Config) (*server.Server, error)
 	if err := srv.Start(ctx); err != nil {
 		return nil, err
 	}
-	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), DataDir: cfg.DataDir}
+	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), RegistryURL: srv.RegistryURL(), DataDir: cfg.DataDir}
 	if err := localstate.Write(st); err != nil {
 		cfg.Logger.Warn("cannot record the local addresses; CLI commands will need --url", "error", err)
 	}
