@@ -158,7 +158,9 @@ func WithShutdownTimeout(d time.Duration) Option {
 
 // WithUnknownTypes sets the policy for events without a handler. Default
 // UnknownAck.
-func WithUnknownTypes(p UnknownPolicy) Option { return func(c *config) error { c.unknown = p; return nil } }
+func WithUnknownTypes(p UnknownPolicy) Option {
+	return func(c *config) error { c.unknown = p; return nil }
+}
 
 // WithRetry sets the retry policy. Default DefaultRetryPolicy.
 func WithRetry(p RetryPolicy) Option {
