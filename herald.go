@@ -47,6 +47,18 @@ type Config struct {
 	Topics map[string]string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Hooks observe publishing (metrics, tracing); see PublishHook.
+	Hooks []PublishHook
+}
+
+// PublishHook observes a publish. Before is called with the events and
+// their topics (after correlation, causation and source are set, before
+// they are encoded) and may set attributes such as TraceParent; the
+// function it returns, if not nil, is called with the outcome once the
+// broker confirmed or refused the batch. Hooks run on the publishing
+// goroutine and must be quick.
+type PublishHook interface {
+	Before(ctx context.Context, events []*event.Event, topics []string) (context.Context, func(err error))
 }
 
 // Client publishes events and builds routers. It is safe for concurrent use.
@@ -125,7 +137,7 @@ func (c *Client) PublishTo(ctx context.Context, topic string, events ...*event.E
 
 func (c *Client) publish(ctx context.Context, topic string, events []*event.Event) error {
 	parent, _ := consumer.FromContext(ctx)
-	msgs := make([]*broker.Message, len(events))
+	topics := make([]string, len(events))
 	for i, e := range events {
 		if e.Source == "" {
 			e.Source = c.cfg.Source
@@ -139,15 +151,30 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 		if err := e.Validate(); err != nil {
 			return fmt.Errorf("herald: event %d (%s): %w", i, e.Type, err)
 		}
-		t := topic
-		if t == "" {
-			t = c.TopicFor(e.Type)
+		topics[i] = topic
+		if topic == "" {
+			topics[i] = c.TopicFor(e.Type)
 		}
+	}
+	var afters []func(error)
+	for _, h := range c.cfg.Hooks {
+		var after func(error)
+		ctx, after = h.Before(ctx, events, topics)
+		if after != nil {
+			afters = append(afters, after)
+		}
+	}
+	msgs := make([]*broker.Message, len(events))
+	for i, e := range events {
 		h := make(map[string]string, c.binding.HeaderCount(e))
 		c.binding.Encode(e, h)
-		msgs[i] = &broker.Message{Topic: t, Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+		msgs[i] = &broker.Message{Topic: topics[i], Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
 	}
-	if err := c.b.Publish(ctx, msgs...); err != nil {
+	err := c.b.Publish(ctx, msgs...)
+	for _, after := range afters {
+		after(err)
+	}
+	if err != nil {
 		return fmt.Errorf("herald: publish: %w", err)
 	}
 	return nil
