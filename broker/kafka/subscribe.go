@@ -811,12 +811,14 @@ func retryRecord(topic string, src *kgo.Record, attempt int, due time.Time, seq 
 func (s *subscription) pump() {
 	defer s.wg.Done()
 	for {
-		room := s.waitRoom()
-		if room == 0 {
+		if !s.waitRoom() {
 			s.cl.AllowRebalance()
 			return
 		}
-		fs := s.cl.PollRecords(s.ctx, room)
+		// Take every buffered fetch at once: franz-go issues the next fetch
+		// only when the buffered one is drained, so a partial take stalls
+		// the pipeline. The buffer may overshoot by one fetch.
+		fs := s.cl.PollFetches(s.ctx)
 		if fs.IsClientClosed() || s.ctx.Err() != nil {
 			s.cl.AllowRebalance()
 			return
@@ -837,33 +839,28 @@ func (s *subscription) pump() {
 
 func (s *subscription) roomLocked() int { return s.bufCap - s.ready.len() - s.redo.len() }
 
-// waitRoom waits until a quarter of the buffer is free, so the pump
-// fetches in batches rather than a record at a time.
-func (s *subscription) waitRoom() int {
+// waitRoom waits until a quarter of the buffer is free (false: closed).
+func (s *subscription) waitRoom() bool {
 	for {
 		s.mu.Lock()
-		room := s.roomLocked()
 		closed := s.closed
-		wait := room < s.bufCap/4
+		wait := s.roomLocked() < s.bufCap/4
 		s.pumpWaiting = wait
 		s.mu.Unlock()
 		if closed {
-			return 0
+			return false
 		}
 		if !wait {
-			return room
+			return true
 		}
 		select {
 		case <-s.space:
 		case <-s.ctx.Done():
-			return 0
+			return false
 		}
 	}
 }
 
-// ingest files fetched records under their partitions and queues them.
-// Entries come from one allocation per fetch, and first deliveries are
-// decoded here, off the consumer's path.
 func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 	slab := make([]entry, fs.NumRecords())
 	s.mu.Lock()
