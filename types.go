@@ -7,6 +7,8 @@ import (
 
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/schema"
+	"github.com/heraldhq/herald/schema/serde"
 )
 
 // Codec encodes and decodes the payload of a typed event.
@@ -14,8 +16,12 @@ type Codec[T any] interface {
 	// ContentType is the datacontenttype of encoded payloads.
 	ContentType() string
 	Encode(v T) ([]byte, error)
-	Decode(data []byte) (T, error)
+	Decode(ctx context.Context, data []byte) (T, error)
 }
+
+// schemaRef is implemented by codecs whose payloads reference a schema
+// (the event's dataschema).
+type schemaRef interface{ DataSchema() string }
 
 // JSONCodec encodes payloads as JSON (application/json). It is the default.
 type JSONCodec[T any] struct{}
@@ -27,7 +33,7 @@ func (JSONCodec[T]) ContentType() string { return "application/json" }
 func (JSONCodec[T]) Encode(v T) ([]byte, error) { return json.Marshal(v) }
 
 // Decode unmarshals data.
-func (JSONCodec[T]) Decode(data []byte) (T, error) {
+func (JSONCodec[T]) Decode(_ context.Context, data []byte) (T, error) {
 	var v T
 	err := json.Unmarshal(data, &v)
 	return v, err
@@ -110,6 +116,9 @@ func (t EventType[T]) New(v T, opts ...EventOption) (*event.Event, error) {
 	}
 	e := event.New(t.source, t.name, data)
 	e.DataContentType = t.codec.ContentType()
+	if r, ok := t.codec.(schemaRef); ok {
+		e.DataSchema = r.DataSchema()
+	}
 	for _, o := range opts {
 		o(e)
 	}
@@ -117,8 +126,8 @@ func (t EventType[T]) New(v T, opts ...EventOption) (*event.Event, error) {
 }
 
 // Decode returns the payload of e as a T.
-func (t EventType[T]) Decode(e *event.Event) (T, error) {
-	v, err := t.codec.Decode(e.Data)
+func (t EventType[T]) Decode(ctx context.Context, e *event.Event) (T, error) {
+	v, err := t.codec.Decode(ctx, e.Data)
 	if err != nil {
 		return v, fmt.Errorf("herald: decode %s %s: %w", t.name, e.ID, err)
 	}
@@ -143,10 +152,43 @@ func (t EventType[T]) Publish(ctx context.Context, c *Client, v T, opts ...Event
 // queue at once.
 func Handle[T any](r *consumer.Router, t EventType[T], fn func(ctx context.Context, v T, m *consumer.Message) error) {
 	r.Handle(t.name, func(ctx context.Context, m *consumer.Message) error {
-		v, err := t.Decode(m.Event)
+		v, err := t.Decode(ctx, m.Event)
 		if err != nil {
 			return consumer.Permanent(err)
 		}
 		return fn(ctx, v, m)
 	})
+}
+
+// WithSchema makes the type's payloads schema-checked: c (built once at
+// startup with serde.NewAvro, NewJSON or NewProtobuf, which registers or
+// checks the schema and fails fast on an incompatible change) validates
+// each value before it is published, so an invalid event never reaches
+// the broker, and encodes it in the registry wire format; consumers decode
+// by the schema id in the payload. The event's dataschema points at the
+// schema in the registry.
+func WithSchema[T any](c *serde.Codec[T]) TypeOption {
+	return WithCodec[T](schemaCodec[T]{c})
+}
+
+type schemaCodec[T any] struct{ c *serde.Codec[T] }
+
+func (s schemaCodec[T]) ContentType() string {
+	switch s.c.Schema().Type {
+	case schema.Avro:
+		return "application/avro"
+	case schema.Protobuf:
+		return "application/protobuf"
+	}
+	return "application/json"
+}
+
+func (s schemaCodec[T]) DataSchema() string {
+	return fmt.Sprintf("%s/schemas/ids/%d", s.c.Client().URL(), s.c.ID())
+}
+
+func (s schemaCodec[T]) Encode(v T) ([]byte, error) { return s.c.Encode(v) }
+
+func (s schemaCodec[T]) Decode(ctx context.Context, data []byte) (T, error) {
+	return s.c.Decode(ctx, data)
 }

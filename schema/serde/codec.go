@@ -84,6 +84,9 @@ type Codec[T any] struct {
 // ID returns the registry id of the codec's schema.
 func (c *Codec[T]) ID() int { return c.id }
 
+// Client returns the registry client the codec was built with.
+func (c *Codec[T]) Client() *Client { return c.client }
+
 // Subject returns the subject the codec's schema is registered under.
 func (c *Codec[T]) Subject() string { return c.subject }
 
