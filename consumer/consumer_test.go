@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald/broker"
@@ -21,6 +23,10 @@ import (
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/idempotency"
+	"github.com/heraldhq/herald/idempotency/natskv"
+	"github.com/heraldhq/herald/idempotency/pgstore"
+	"github.com/heraldhq/herald/idempotency/redisstore"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 var emb *natsjs.Embedded
@@ -390,48 +396,96 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	}
 }
 
+// stores returns one idempotency store of each kind, on real backends:
+// memory, JetStream KV (embedded), Redis and PostgreSQL (local services;
+// skipped with a reason when unreachable outside CI).
+func stores(t *testing.T) map[string]func(t *testing.T) idempotency.Store {
+	return map[string]func(t *testing.T) idempotency.Store{
+		"memory": func(t *testing.T) idempotency.Store { return idempotency.NewMemory() },
+		"natskv": func(t *testing.T) idempotency.Store {
+			s, err := natskv.New(t.Context(), newBroker(t).JetStream(), unique("idem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"redis": func(t *testing.T) idempotency.Store {
+			testenv.Need(t, "Redis", testenv.RedisAddr)
+			rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr})
+			t.Cleanup(func() { _ = rdb.Close() })
+			s, err := redisstore.New(rdb, redisstore.WithPrefix(unique("herald-test")+":"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"postgres": func(t *testing.T) idempotency.Store {
+			testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
+			pool, err := pgxpool.New(t.Context(), testenv.PostgresURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			table := strings.ReplaceAll(unique("inbox"), "-", "_")
+			s, err := pgstore.New(t.Context(), pool, pgstore.WithTable(table), pgstore.WithMigrate())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+			return s
+		},
+	}
+}
+
+// TestDuplicateHandledOncePerGroup publishes one event three times under
+// distinct broker ids (as a producer retrying after the dedup window
+// would) and checks that each of two groups handles it once, with every
+// idempotency store.
 func TestDuplicateHandledOncePerGroup(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t)
-	topic := unique("dup")
-	store := idempotency.NewMemory()
-	var calls sync.Map
-	newRouter := func(group string) *consumer.Router {
-		r, err := consumer.NewRouter(b, b, group, []string{topic}, consumer.WithStart(broker.FromFirst),
-			consumer.WithMode(consumer.ExactlyOnce), consumer.WithIdempotency(store, time.Minute, time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Handle("t.v1", func(ctx context.Context, m *consumer.Message) error {
-			v, _ := calls.LoadOrStore(group+"/"+m.Event.ID, new(atomic.Int32))
-			v.(*atomic.Int32).Add(1)
-			return nil
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := newBroker(t)
+			topic := unique("dup")
+			store := newStore(t)
+			var calls sync.Map
+			newRouter := func(group string) *consumer.Router {
+				r, err := consumer.NewRouter(b, b, group, []string{topic}, consumer.WithStart(broker.FromFirst),
+					consumer.WithMode(consumer.ExactlyOnce), consumer.WithIdempotency(store, time.Minute, time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Handle("t.v1", func(ctx context.Context, m *consumer.Message) error {
+					v, _ := calls.LoadOrStore(group+"/"+m.Event.ID, new(atomic.Int32))
+					v.(*atomic.Int32).Add(1)
+					return nil
+				})
+				return r
+			}
+			run(t, newRouter("a"))
+			run(t, newRouter("b"))
+			e := event.New("test", "t.v1", []byte("x"))
+			h := map[string]string{}
+			event.NATS.Encode(e, h)
+			for i := range 3 {
+				if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: "t.v1", Key: "k", ID: fmt.Sprintf("%s-%d", e.ID, i), Header: h, Data: e.Data}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			publishRange(t, b, topic, 0, 1, 1) // a marker after the duplicates, same key
+			eventually(t, 20*time.Second, "both groups to handle the marker", func() bool {
+				n := 0
+				calls.Range(func(k, _ any) bool { n++; return true })
+				return n == 4
+			})
+			for _, g := range []string{"a", "b"} {
+				v, ok := calls.Load(g + "/" + e.ID)
+				if !ok || v.(*atomic.Int32).Load() != 1 {
+					t.Fatalf("group %s handled the duplicated event %v times, want 1", g, v)
+				}
+			}
 		})
-		return r
-	}
-	run(t, newRouter("a"))
-	run(t, newRouter("b"))
-	e := event.New("test", "t.v1", []byte("x"))
-	h := map[string]string{}
-	event.NATS.Encode(e, h)
-	// The same event three times with distinct broker ids, as a producer
-	// retrying after the dedup window would.
-	for i := range 3 {
-		if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: "t.v1", ID: fmt.Sprintf("%s-%d", e.ID, i), Header: h, Data: e.Data}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	publish(t, b, topic, "t.v1", 1, nil) // a marker published after the duplicates
-	eventually(t, 10*time.Second, "both groups to handle the marker", func() bool {
-		n := 0
-		calls.Range(func(k, _ any) bool { n++; return true })
-		return n == 4
-	})
-	for _, g := range []string{"a", "b"} {
-		v, ok := calls.Load(g + "/" + e.ID)
-		if !ok || v.(*atomic.Int32).Load() != 1 {
-			t.Fatalf("group %s handled the duplicated event %v times, want 1", g, v)
-		}
 	}
 }
 
