@@ -154,14 +154,15 @@ func TestAckWaitAndInProgress(t *testing.T) {
 	if err := d1.Ack(t.Context()); err != nil {
 		t.Fatalf("late ack of a superseded delivery: %v", err)
 	}
-	// Keep d2 alive past two ack waits with InProgress.
-	for range 3 {
-		time.Sleep(wait / 2)
+	// Keep d2 alive past two ack waits with InProgress every quarter wait
+	// (the sleeps stand for a handler's work).
+	for range 9 {
+		time.Sleep(wait / 4)
 		if err := d2.InProgress(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), wait/2)
+	ctx, cancel := context.WithTimeout(t.Context(), wait/4)
 	defer cancel()
 	if d, err := sub.Next(ctx); err == nil {
 		t.Fatalf("redelivered (attempt %d) although InProgress kept it", d.Attempt())
