@@ -41,6 +41,7 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(a),
 		newPubCmd(a),
 		newSubCmd(a),
+		newBenchCmd(a),
 		newSchemaCmd(a),
 	)
 	return root

@@ -1,0 +1,40 @@
+package consumer_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/internal/e2ebench"
+)
+
+// BenchmarkEndToEnd publishes 256-byte events with the SDK to a router
+// (at-least-once, retry + dead-letter middleware, per-key order) that
+// acknowledges them, beside the raw nats.go JetStream client doing the same
+// loop, in the same run, over TCP loopback to an embedded server.
+//
+//	go test -run '^$' -bench EndToEnd -benchtime 1x ./consumer
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		rate int
+	}{{"max", 0}, {"rate5000", 5000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for range b.N {
+				res, err := e2ebench.Run(context.Background(), e2ebench.Config{Duration: 10 * time.Second, Rate: tc.rate})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Lost != 0 || res.RawLost != 0 {
+					b.Fatalf("lost events: herald %d, raw %d", res.Lost, res.RawLost)
+				}
+				b.ReportMetric(res.HeraldMsgsPerS, "herald-msgs/s")
+				b.ReportMetric(res.RawMsgsPerS, "raw-msgs/s")
+				b.ReportMetric(res.Ratio, "ratio")
+				b.ReportMetric(res.P50us, "p50-µs")
+				b.ReportMetric(res.P99us, "p99-µs")
+				b.ReportMetric(res.RawP99us, "raw-p99-µs")
+			}
+		})
+	}
+}
