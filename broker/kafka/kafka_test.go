@@ -51,7 +51,7 @@ func TestConformance(t *testing.T) {
 			"its own retried batches (producer id + sequence), so a message published twice with the same " +
 			"ID is stored twice; consumers deduplicate by ID (idempotency store / inbox)",
 		brokertest.TestWorkQueue: "Kafka shares a group's work by partition and the suite's topics have the " +
-			"default single partition, so only one member is assigned; work sharing is tested by " +
-			"TestGroupRebalance on a multi-partition topic",
+			"default single partition, so only one member consumes the topic (the other gets the retry " +
+			"topic's partition); work sharing is tested by TestGroupRebalance on a multi-partition topic",
 	}})
 }
