@@ -51,8 +51,8 @@ var errMaxMsgs = fmt.Errorf("kafka retains by age and size only, not by message 
 // before the ack was committed. The message will be redelivered there.
 var ErrPartitionRevoked = errors.New("kafka: partition revoked from this member before the ack was committed")
 
-// GroupID is the Kafka consumer group id that backs Herald group group on
-// topic: "<topic>:<group>". Herald groups belong to one topic; Kafka groups
+// GroupID is the Kafka consumer group id behind the Herald group named
+// group on topic: "<topic>:<group>". Herald groups belong to one topic; Kafka groups
 // do not, so the topic is part of the id.
 func GroupID(topic, group string) string { return topic + ":" + group }
 

@@ -340,7 +340,6 @@ type part struct {
 	commMeta  string
 	prior     *prior
 	unsettled int // handed out and not settled (inflight or busy)
-	epoch     int32
 	revoking  bool
 	gone      bool
 	waiters   []ackWaiter
@@ -880,7 +879,6 @@ func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 			return
 		}
 		p.next = r.Offset + 1
-		p.epoch = r.LeaderEpoch
 		e := &slab[i]
 		i++
 		e.p, e.rec, e.heapIdx = p, r, -1
