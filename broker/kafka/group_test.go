@@ -304,3 +304,64 @@ func TestCloseCommitsAndLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteFilterCommits checks that records filtered out by route are
+// settled and committed, so the group does not fetch them again.
+func TestRouteFilterCommits(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	b := newBroker(t, c)
+	topic := "routes"
+	other := msgs(topic, 0, 3, nil)
+	for _, m := range other {
+		m.Route = "test.other.v1"
+	}
+	if err := b.Publish(t.Context(), other...); err != nil {
+		t.Fatal(err)
+	}
+	wanted := msgs(topic, 3, 4, nil)
+	if err := b.Publish(t.Context(), wanted...); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, b, topic, "g", func(o *broker.SubscribeOptions) {
+		o.Routes = []string{"test.item.v1"}
+		o.ConfirmAcks = true
+	})
+	d := next(t, sub, "the one message with the subscribed route")
+	if num(t, d) != 3 {
+		t.Fatalf("got message %d, want 3", num(t, d))
+	}
+	if err := d.Ack(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := kadm.NewClient(b.Client()).FetchOffsetsForTopics(t.Context(), kafka.GroupID(topic, "g"), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := offs.Lookup(topic, 0); o.At != 4 {
+		t.Fatalf("committed offset %d after a confirmed ack, want 4 (three filtered, one acked)", o.At)
+	}
+}
+
+// TestConfirmedAckAfterClose checks that a confirmed ack that can no
+// longer be committed says so.
+func TestConfirmedAckAfterClose(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	b := newBroker(t, c)
+	topic := "late-ack"
+	if err := b.Publish(t.Context(), msgs(topic, 0, 1, nil)...); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, b, topic, "g", func(o *broker.SubscribeOptions) { o.ConfirmAcks = true })
+	d := next(t, sub, "message 0")
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Ack(t.Context()); !errors.Is(err, kafka.ErrPartitionRevoked) {
+		t.Fatalf("confirmed ack after Close: %v, want ErrPartitionRevoked", err)
+	}
+	if _, err := sub.Next(t.Context()); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Next after Close: %v, want ErrClosed", err)
+	}
+}
