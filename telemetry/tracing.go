@@ -72,6 +72,20 @@ type Tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	system attribute.KeyValue
+
+	// Made once: a span option is an interface, boxing one per span
+	// allocates; so does building a span name per event.
+	producer, consumer trace.SpanStartOption
+	sendNames          seriesCache[string, string]
+	processNames       seriesCache[string, string]
+}
+
+// spanName returns prefix+topic, cached per topic.
+func spanName(c *seriesCache[string, string], prefix, topic string) string {
+	if n, ok := c.load(topic); ok {
+		return n
+	}
+	return c.add(topic, func() string { return prefix + topic })
 }
 
 // NewTracing returns tracing that starts spans with tp's tracer (for
@@ -84,6 +98,9 @@ func NewTracing(tp trace.TracerProvider, opts ...TracingOption) (*Tracing, error
 		tracer: tp.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
 		prop:   propagation.TraceContext{},
 		system: semconv.MessagingSystemKey.String("nats"),
+
+		producer: trace.WithSpanKind(trace.SpanKindProducer),
+		consumer: trace.WithSpanKind(trace.SpanKindConsumer),
 	}
 	for _, o := range opts {
 		if err := o(t); err != nil {
@@ -135,9 +152,8 @@ func (h producerHook) Before(ctx context.Context, events []*event.Event, topics 
 			semconv.MessagingDestinationName(topic),
 		)
 		attrs = appendEventAttrs(attrs, e)
-		sctx, span := t.tracer.Start(parent, "send "+topic,
-			trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attrs...))
+		sctx, span := t.tracer.Start(parent, spanName(&t.sendNames, "send ", topic),
+			t.producer, trace.WithAttributes(attrs...))
 		// Replace, not merge: the event carries this span's context only.
 		e.TraceParent, e.TraceState = "", ""
 		t.prop.Inject(sctx, eventCarrier{e})
@@ -203,9 +219,8 @@ func (t *Tracing) Middleware() consumer.Middleware {
 				}
 				attrs = appendEventAttrs(attrs, m.Event)
 			}
-			ctx, span := t.tracer.Start(parent, "process "+m.Topic,
-				trace.WithSpanKind(trace.SpanKindConsumer),
-				trace.WithAttributes(attrs...))
+			ctx, span := t.tracer.Start(parent, spanName(&t.processNames, "process ", m.Topic),
+				t.consumer, trace.WithAttributes(attrs...))
 			defer span.End()
 			err := next(ctx, m)
 			if err != nil {
