@@ -55,3 +55,20 @@ func TestConformance(t *testing.T) {
 			"topic's partition); work sharing is tested by TestGroupRebalance on a multi-partition topic",
 	}})
 }
+
+// TestConformanceFourPartitions runs the suite on topics of four
+// partitions, where each group spreads over several partitions and the
+// commit bookkeeping runs per partition.
+func TestConformanceFourPartitions(t *testing.T) {
+	const unordered = "messages without a key spread over the four partitions and have no order, " +
+		"which this test relies on; TestConformance runs it on one partition"
+	brokertest.Run(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, newCluster(t), kafka.WithTopicDefaults(broker.TopicConfig{Partitions: 4}))
+	}, brokertest.Features{Skip: map[string]string{
+		brokertest.TestDedup:          "Kafka keeps no window of message ids (see TestConformance)",
+		brokertest.TestPublishConfirm: unordered,
+		brokertest.TestStartPositions: "sequences are positions in one partition; " + unordered,
+		brokertest.TestWorkQueue: "messages without a key may all land on one partition (the sticky partitioner " +
+			"fills a batch on one), so one member may get them all; TestGroupRebalance uses keys",
+	}})
+}
