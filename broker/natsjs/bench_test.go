@@ -63,7 +63,7 @@ func publishHerald(b *testing.B, hb *natsjs.Broker, topic string, n int, data []
 	for i := 0; i < n; i += benchBatch {
 		msgs = msgs[:0]
 		for j := i; j < min(i+benchBatch, n); j++ {
-			msgs = append(msgs, &broker.Message{Topic: topic, Route: "bench.v1", ID: topic + strconv.Itoa(j), Data: data})
+			msgs = append(msgs, &broker.Message{Topic: topic, Route: "bench.v1", Key: strconv.Itoa(j % 1024), ID: topic + strconv.Itoa(j), Data: data})
 		}
 		if err := hb.Publish(ctx, msgs...); err != nil {
 			b.Fatal(err)
@@ -160,12 +160,25 @@ func BenchmarkConsumeAck(b *testing.B) {
 		cc.Stop()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
-	b.Run("herald", func(b *testing.B) {
+	for _, keyOrder := range []bool{false, true} {
+		name := "herald"
+		if keyOrder {
+			name = "herald-keyorder"
+		}
+		b.Run(name, func(b *testing.B) {
+			benchConsumeHerald(b, hb, data, keyOrder)
+		})
+	}
+}
+
+func benchConsumeHerald(b *testing.B, hb *natsjs.Broker, data []byte, keyOrder bool) {
+	ctx := context.Background()
+	{
 		topic := benchName("heraldc")
 		publishHerald(b, hb, topic, b.N, data)
 		b.SetBytes(benchSize)
 		b.ResetTimer()
-		sub, err := hb.Subscribe(ctx, topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst})
+		sub, err := hb.Subscribe(ctx, topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst, KeyOrder: keyOrder})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -181,5 +194,5 @@ func BenchmarkConsumeAck(b *testing.B) {
 		b.StopTimer()
 		_ = sub.Close()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	})
+	}
 }
