@@ -199,7 +199,8 @@ func appendEventAttrs(attrs []attribute.KeyValue, e *event.Event) []attribute.Ke
 // carries (a new trace if it carries none). The span is in the handler's
 // context, so events the handler publishes through a traced client are its
 // children. A failing handler's span gets an error status, error.type and
-// herald.outcome. Add it with consumer.WithMiddleware.
+// herald.outcome; a panicking one too, and the panic goes on to the
+// router's recovery. Add it with consumer.WithMiddleware.
 func (t *Tracing) Middleware() consumer.Middleware {
 	return func(next consumer.Handler) consumer.Handler {
 		return func(ctx context.Context, m *consumer.Message) error {
@@ -222,6 +223,14 @@ func (t *Tracing) Middleware() consumer.Middleware {
 			ctx, span := t.tracer.Start(parent, spanName(&t.processNames, "process ", m.Topic),
 				t.consumer, trace.WithAttributes(attrs...))
 			defer span.End()
+			defer func() {
+				// Recorded, then handed on to the router's panic recovery.
+				if p := recover(); p != nil {
+					span.SetStatus(codes.Error, fmt.Sprintf("panic: %v", p))
+					span.SetAttributes(semconv.ErrorTypeKey.String("panic"), AttrOutcome.String("failed"))
+					panic(p)
+				}
+			}()
 			err := next(ctx, m)
 			if err != nil {
 				span.RecordError(err)

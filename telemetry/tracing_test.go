@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,12 +292,26 @@ func TestConsumerSpanOutcome(t *testing.T) {
 		wantAttrs(t, s, map[attribute.Key]any{telemetry.AttrAttempt: i + 1, "messaging.consumer.group.name": "billing"})
 	}
 
+	// A panic is recorded and handed on.
+	boom := tr.Middleware()(func(context.Context, *consumer.Message) error { panic("nil map") })
+	func() {
+		defer func() {
+			if p := recover(); p != "nil map" {
+				t.Errorf("recovered %v, want the handler's panic", p)
+			}
+		}()
+		_ = boom(context.Background(), &consumer.Message{Topic: "orders", Group: "billing"})
+	}()
+	if s := rec.Ended()[len(cases)]; s.Status().Code != codes.Error || !strings.Contains(s.Status().Description, "nil map") {
+		t.Errorf("panicking handler's span status %v", s.Status())
+	}
+
 	// A poison message (no event) still gets a span.
 	h := tr.Middleware()(func(context.Context, *consumer.Message) error { return nil })
 	if err := h(context.Background(), &consumer.Message{Topic: "orders", Group: "billing", DecodeErr: errors.New("bad")}); err != nil {
 		t.Fatal(err)
 	}
-	if got := rec.Ended()[len(cases)].Name(); got != "process orders" {
+	if got := rec.Ended()[len(cases)+1].Name(); got != "process orders" {
 		t.Errorf("poison message span %q", got)
 	}
 }
