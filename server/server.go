@@ -1,6 +1,8 @@
 // Package server composes the Herald platform that `herald serve` runs: the
-// embedded NATS JetStream broker, the admin HTTP API with health checks, and
-// the listeners of the other components. The SDK never imports it.
+// embedded NATS JetStream broker, the admin HTTP API (health checks,
+// /metrics, dead letters, replay, lag, retention, audit; see
+// server/admin), the audit indexer (server/audit), and the listeners of the
+// other components. The SDK never imports it.
 //
 //	srv, err := server.New(server.Config{DataDir: dir})
 //	if err != nil { ... }
@@ -16,13 +18,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/schema"
+	"github.com/heraldhq/herald/server/admin"
+	"github.com/heraldhq/herald/server/audit"
 	"github.com/heraldhq/herald/server/registry"
+	"github.com/heraldhq/herald/telemetry"
 )
 
 // Default listen addresses.
@@ -47,6 +56,34 @@ type Config struct {
 	Durability natsjs.Durability
 	// Logger for the server. Default slog.Default().
 	Logger *slog.Logger
+	// TopicRetention sets the retention of these topics at start,
+	// creating the ones that do not exist (serve --topic-retention).
+	TopicRetention map[string]admin.Retention
+	// Audit configures the audit log.
+	Audit AuditConfig
+}
+
+// Audit stores.
+const (
+	AuditSQLite   = "sqlite"
+	AuditPostgres = "postgres"
+	AuditOff      = "off"
+)
+
+// AuditConfig configures the audit log: an index of every event of every
+// topic, kept by a server-side indexer.
+type AuditConfig struct {
+	// Store is AuditSQLite (default: <DataDir>/audit.db), AuditPostgres
+	// (PostgresURL) or AuditOff.
+	Store string
+	// PostgresURL is the database of the AuditPostgres store.
+	PostgresURL string
+	// PostgresSchema holds the audit tables. Default "public".
+	PostgresSchema string
+	// MaxPayload keeps payloads up to this many bytes in the index; larger
+	// ones are read from their topic while it holds them. Default 64 KiB;
+	// negative keeps none.
+	MaxPayload int
 }
 
 // ErrAddrInUse is returned (wrapped) when a listen address is taken.
@@ -65,9 +102,16 @@ type Server struct {
 	regLn    net.Listener
 	registry *schema.Registry
 	mux      *http.ServeMux
+	metrics  *prometheus.Registry
+	admin    *admin.Service
 	started  time.Time
 	wg       sync.WaitGroup
 	shutOnce sync.Once
+
+	auditStore audit.Store
+	indexer    *audit.Indexer
+	auditStop  context.CancelFunc
+	auditWG    sync.WaitGroup
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -93,7 +137,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}, nil
+	switch cfg.Audit.Store {
+	case "":
+		cfg.Audit.Store = AuditSQLite
+	case AuditSQLite, AuditOff:
+	case AuditPostgres:
+		if cfg.Audit.PostgresURL == "" {
+			return nil, errors.New("server: the postgres audit store needs Config.Audit.PostgresURL (--audit-postgres-url)")
+		}
+	default:
+		return nil, fmt.Errorf("server: audit store %q: want sqlite, postgres or off (--audit)", cfg.Audit.Store)
+	}
+	if cfg.Audit.MaxPayload == 0 {
+		cfg.Audit.MaxPayload = 64 << 10
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg}, nil
 }
 
 // Start opens the listeners, starts the broker and returns once JetStream
@@ -131,6 +191,24 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log)); err != nil {
 		return fmt.Errorf("server: schema registry: %w", err)
+	}
+	if s.admin, err = admin.New(s.broker, admin.WithLogger(s.log)); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	for topic, r := range s.cfg.TopicRetention {
+		if _, err := s.admin.SetRetention(ctx, topic, r); err != nil {
+			return fmt.Errorf("server: retention of topic %q (--topic-retention): %w", topic, err)
+		}
+	}
+	bc, err := telemetry.NewBrokerCollector(admin.BrokerStats{Service: s.admin}, telemetry.WithCollectLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := s.metrics.Register(bc); err != nil {
+		return fmt.Errorf("server: metrics: %w", err)
+	}
+	if err := s.startAudit(ctx); err != nil {
+		return err
 	}
 	s.routes()
 	s.httpSrv = s.newHTTPServer(s.mux)
@@ -175,7 +253,65 @@ func listen(what, flag, addr string) (net.Listener, error) {
 // net/http.ServeMux pattern). Call it before Start.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// startAudit opens the audit store and starts the indexer.
+func (s *Server) startAudit(ctx context.Context) error {
+	var err error
+	switch s.cfg.Audit.Store {
+	case AuditOff:
+		return nil
+	case AuditPostgres:
+		var opts []audit.PostgresOption
+		if s.cfg.Audit.PostgresSchema != "" {
+			opts = append(opts, audit.WithSchema(s.cfg.Audit.PostgresSchema))
+		}
+		s.auditStore, err = audit.OpenPostgres(ctx, s.cfg.Audit.PostgresURL, opts...)
+	default:
+		s.auditStore, err = audit.OpenSQLite(ctx, filepath.Join(s.cfg.DataDir, "audit.db"))
+	}
+	if err != nil {
+		return fmt.Errorf("server: audit log: %w", err)
+	}
+	s.indexer, err = audit.NewIndexer(s.broker.JetStream(), s.auditStore,
+		audit.WithLogger(s.log), audit.WithMaxPayload(max(s.cfg.Audit.MaxPayload, 0)))
+	if err != nil {
+		return fmt.Errorf("server: audit log: %w", err)
+	}
+	ix := s.indexer
+	s.metrics.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_audit_indexed_events_total",
+			Help: "Events the audit indexer wrote to the audit log since the server started.",
+		}, func() float64 { return float64(ix.Indexed()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_audit_behind_messages",
+			Help: "Stored messages the audit log does not hold yet.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			n, err := ix.Behind(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+	)
+	actx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.auditStop = stop
+	s.auditWG.Go(func() {
+		if err := ix.Run(actx); err != nil {
+			s.log.Error("audit indexer stopped", "error", err)
+		}
+	})
+	return nil
+}
+
 func (s *Server) routes() {
+	var auditLog admin.AuditLog
+	if s.indexer != nil {
+		auditLog = s.indexer
+	}
+	s.mux.Handle("/api/v1/", admin.Handler(s.admin, auditLog))
+	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_s": int(time.Since(s.started).Seconds())})
 	})
@@ -227,6 +363,16 @@ func (s *Server) RegistryURL() string {
 	return "http://" + s.regLn.Addr().String()
 }
 
+// Admin returns the operations service behind the admin API.
+func (s *Server) Admin() *admin.Service { return s.admin }
+
+// AuditIndexer returns the audit indexer, or nil when the audit log is off.
+func (s *Server) AuditIndexer() *audit.Indexer { return s.indexer }
+
+// Metrics returns the registry /metrics serves; register a collector with
+// it to export more.
+func (s *Server) Metrics() *prometheus.Registry { return s.metrics }
+
 // Registry returns the schema registry.
 func (s *Server) Registry() *schema.Registry { return s.registry }
 
@@ -251,6 +397,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.wg.Wait()
+		if s.auditStop != nil {
+			s.auditStop()
+			s.auditWG.Wait()
+		}
+		if s.auditStore != nil {
+			if err := s.auditStore.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close audit log: %w", err))
+			}
+		}
 		if s.registry != nil {
 			_ = s.registry.Close()
 		}
