@@ -20,17 +20,18 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/kafka"
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/broker/rabbitmq"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
 )
 
 // Config configures a Client.
 type Config struct {
-	// URL selects the broker by scheme: "nats://host:port" (JetStream;
-	// comma-separate several for a cluster) or "memory://" (in-process,
-	// for tests). Ignored when Broker is set.
+	// URL selects the broker by scheme (see OpenBroker): nats://, kafka://,
+	// amqp:// or memory://. Ignored when Broker is set.
 	URL string
 	// Broker, if set, is used instead of dialing URL; the Client does not
 	// close it. Binding must then match it (default event.NATS).
@@ -82,26 +83,64 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err := broker.ValidateName("topic", c.cfg.DefaultTopic); err != nil {
 		return nil, fmt.Errorf("herald: Config.DefaultTopic: %w", err)
 	}
-	switch {
-	case cfg.Broker != nil:
+	if cfg.Broker != nil {
 		c.b = cfg.Broker
-	case strings.HasPrefix(cfg.URL, "nats://") || strings.HasPrefix(cfg.URL, "tls://"):
-		b, err := natsjs.New(ctx, natsjs.WithURL(cfg.URL), natsjs.WithLogger(c.log))
+	} else {
+		b, binding, err := OpenBroker(ctx, cfg.URL, c.log)
 		if err != nil {
-			return nil, fmt.Errorf("herald: %w", err)
+			return nil, err
 		}
-		c.b, c.own = b, true
-	case cfg.URL == "memory://":
-		c.b, c.own = memory.New(), true
-	case cfg.URL == "":
-		return nil, errors.New("herald: Config.URL or Config.Broker is required (for example nats://127.0.0.1:4222)")
-	default:
-		return nil, fmt.Errorf("herald: Config.URL %q: unsupported scheme (want nats://, tls:// or memory://)", cfg.URL)
+		c.b, c.own, c.binding = b, true, binding
 	}
 	if cfg.Binding != nil {
 		c.binding = *cfg.Binding
 	}
 	return c, nil
+}
+
+// OpenBroker connects to the broker at url, chosen by its scheme, and
+// returns it with the CloudEvents binding its headers use:
+//
+//	nats://host:port[,host:port]   NATS JetStream (tls:// too)       event.NATS
+//	kafka://host:port[,host:port]  Kafka                             event.Kafka
+//	amqp://user:pass@host:port/vh  RabbitMQ (amqps:// too)           event.AMQP
+//	memory://                      in-process, for tests             event.NATS
+//
+// The caller closes the broker.
+func OpenBroker(ctx context.Context, url string, log *slog.Logger) (broker.Broker, event.Binding, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	scheme, _, _ := strings.Cut(url, "://")
+	switch scheme {
+	case "nats", "tls":
+		b, err := natsjs.New(ctx, natsjs.WithURL(url), natsjs.WithLogger(log))
+		if err != nil {
+			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
+		}
+		return b, event.NATS, nil
+	case kafka.Scheme:
+		opts, err := kafka.ParseURL(url)
+		if err != nil {
+			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
+		}
+		b, err := kafka.New(ctx, append(opts, kafka.WithLogger(log))...)
+		if err != nil {
+			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
+		}
+		return b, event.Kafka, nil
+	case "amqp", "amqps":
+		b, err := rabbitmq.New(ctx, url, rabbitmq.WithLogger(log))
+		if err != nil {
+			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
+		}
+		return b, event.AMQP, nil
+	case "memory":
+		return memory.New(), event.NATS, nil
+	case "":
+		return nil, event.Binding{}, errors.New("herald: Config.URL or Config.Broker is required (for example nats://127.0.0.1:4222)")
+	}
+	return nil, event.Binding{}, fmt.Errorf("herald: broker URL %q: unsupported scheme %q (want nats, tls, kafka, amqp, amqps or memory)", url, scheme)
 }
 
 // Broker returns the client's broker.

@@ -88,6 +88,7 @@ type Router struct {
 	handlers map[string]Handler
 	fallback Handler
 	running  atomic.Bool
+	ready    chan struct{}
 	breaker  *Breaker
 	dlq      *deadLetterer
 }
@@ -280,7 +281,7 @@ func NewRouter(sub broker.Subscriber, pub broker.Publisher, group string, topics
 	if c.maxInFlight < c.concurrency {
 		c.maxInFlight = c.concurrency
 	}
-	r := &Router{sub: sub, pub: pub, group: group, topics: topics, cfg: c, handlers: map[string]Handler{}}
+	r := &Router{sub: sub, pub: pub, group: group, topics: topics, cfg: c, handlers: map[string]Handler{}, ready: make(chan struct{})}
 	if c.breaker != nil {
 		r.breaker = NewBreaker(*c.breaker)
 	}
@@ -310,6 +311,11 @@ func (r *Router) HandleAll(h Handler) {
 	defer r.mu.Unlock()
 	r.fallback = h
 }
+
+// Ready returns a channel closed once Run has joined the group on every
+// topic: events published after that reach the group even when it starts
+// at "new".
+func (r *Router) Ready() <-chan struct{} { return r.ready }
 
 // Group returns the router's group.
 func (r *Router) Group() string { return r.group }
@@ -398,6 +404,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		subs = append(subs, s)
 	}
+	close(r.ready)
 
 	// hardCtx is what handlers see; it outlives ctx by the shutdown timeout.
 	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -373,3 +373,44 @@ func checkHeaderName(k string) error {
 	}
 	return nil
 }
+
+// DeleteTopic removes topic's exchange and log, and for each of groups its
+// queues (partition queues, dead-letter queue, hash exchange). Messages in
+// them are gone. Objects that do not exist are skipped. Delay queues
+// expire on their own.
+func (b *Broker) DeleteTopic(ctx context.Context, topic string, groups ...string) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	queues := []string{logName(topic)}
+	exchanges := []string{exchangeName(topic)}
+	for _, g := range groups {
+		gq := groupQueue(topic, g)
+		queues = append(queues, gq, dlqName(gq))
+		for i := range maxPartitions {
+			queues = append(queues, partitionQueue(gq, i))
+		}
+		exchanges = append(exchanges, hashExchange(gq))
+	}
+	// A missing object closes the channel it was deleted on, so each
+	// deletion gets a channel of its own.
+	for _, q := range queues {
+		if err := b.withTopo(ctx, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDelete(q, false, false, false)
+			return err
+		}); err != nil && !isNotFound(err) {
+			return fmt.Errorf("rabbitmq: delete queue %q: %w", q, err)
+		}
+	}
+	for _, x := range exchanges {
+		if err := b.withTopo(ctx, func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) }); err != nil && !isNotFound(err) {
+			return fmt.Errorf("rabbitmq: delete exchange %q: %w", x, err)
+		}
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Code == amqp.NotFound
+}

@@ -15,24 +15,38 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/event"
 )
 
-// openBroker connects to the broker at url.
-func openBroker(ctx context.Context, url string) (*natsjs.Broker, error) {
-	switch {
-	case strings.HasPrefix(url, "nats://"), strings.HasPrefix(url, "tls://"), !strings.Contains(url, "://"):
-	default:
-		return nil, fmt.Errorf("--url %q: this command speaks NATS (nats://host:port)", url)
+// openBroker connects to the broker at url (nats://, kafka://, amqp://),
+// with a short readiness wait for interactive use.
+func openBroker(ctx context.Context, url string) (broker.Broker, event.Binding, error) {
+	if !strings.Contains(url, "://") {
+		url = "nats://" + url
 	}
-	b, err := natsjs.New(ctx, natsjs.WithURL(url, nats.MaxReconnects(3), nats.RetryOnFailedConnect(false)),
-		natsjs.WithReadyTimeout(5*time.Second))
+	if strings.HasPrefix(url, "nats://") || strings.HasPrefix(url, "tls://") {
+		b, err := natsjs.New(ctx, natsjs.WithURL(url, nats.MaxReconnects(3), nats.RetryOnFailedConnect(false)),
+			natsjs.WithReadyTimeout(5*time.Second))
+		if err != nil {
+			return nil, event.Binding{}, fmt.Errorf("cannot reach the broker at %s: %w", url, err)
+		}
+		return b, event.NATS, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b, binding, err := herald.OpenBroker(ctx, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the broker at %s: %w", url, err)
+		return nil, event.Binding{}, fmt.Errorf("cannot reach the broker at %s: %w", url, err)
 	}
-	return b, nil
+	return b, binding, nil
+}
+
+// groupDeleter is implemented by brokers that can remove a group.
+type groupDeleter interface {
+	DeleteGroup(ctx context.Context, topic, group string) error
 }
 
 func newPubCmd(a *app) *cobra.Command {
@@ -105,13 +119,13 @@ With --structured, DATA is a whole CloudEvent in structured JSON
 			if err := ev.Validate(); err != nil {
 				return err
 			}
-			b, err := openBroker(cmd.Context(), a.brokerURL())
+			b, binding, err := openBroker(cmd.Context(), a.brokerURL())
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			h := make(map[string]string, event.NATS.HeaderCount(ev))
-			event.NATS.Encode(ev, h)
+			h := make(map[string]string, binding.HeaderCount(ev))
+			binding.Encode(ev, h)
 			msg := &broker.Message{Topic: topic, Route: ev.Type, Key: ev.Key(), ID: ev.ID, Header: h, Data: ev.Data}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
@@ -164,7 +178,7 @@ it left off); without, it uses a private group that is deleted on exit.
 			if err != nil {
 				return fmt.Errorf("--from: %w", err)
 			}
-			b, err := openBroker(cmd.Context(), a.brokerURL())
+			b, binding, err := openBroker(cmd.Context(), a.brokerURL())
 			if err != nil {
 				return err
 			}
@@ -179,11 +193,11 @@ it left off); without, it uses a private group that is deleted on exit.
 			if err != nil {
 				return fmt.Errorf("subscribe to topic %q: %w", topic, err)
 			}
-			if private {
+			if gd, ok := b.(groupDeleter); ok && private {
 				defer func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					defer cancel()
-					_ = b.DeleteGroup(ctx, topic, group)
+					_ = gd.DeleteGroup(ctx, topic, group)
 				}()
 			}
 			defer sub.Close()
@@ -206,7 +220,7 @@ it left off); without, it uses a private group that is deleted on exit.
 					}
 					return err
 				}
-				if err := printDelivery(w, d, a.output); err != nil {
+				if err := printDelivery(w, d, binding, a.output); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "herald: message %d of topic %s: %v\n", d.Sequence(), topic, err)
 				}
 				if err := w.Flush(); err != nil {
@@ -231,9 +245,9 @@ it left off); without, it uses a private group that is deleted on exit.
 
 // printDelivery writes one line for d. Messages that are not CloudEvents
 // are printed raw.
-func printDelivery(w io.Writer, d broker.Delivery, output string) error {
+func printDelivery(w io.Writer, d broker.Delivery, binding event.Binding, output string) error {
 	m := d.Message()
-	ev, err := event.NATS.Decode(m.Header, m.Data)
+	ev, err := binding.Decode(m.Header, m.Data)
 	if err != nil {
 		if output == "json" {
 			b, _ := json.Marshal(map[string]any{"topic": m.Topic, "route": m.Route, "sequence": d.Sequence(), "data": string(m.Data), "error": err.Error()})

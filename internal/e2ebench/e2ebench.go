@@ -395,8 +395,12 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
 	defer func() { stop(); <-done }()
-	if err := waitReady(ctx, nb, topic); err != nil {
-		return Side{}, err
+	select {
+	case <-r.Ready():
+	case err := <-done:
+		return Side{}, fmt.Errorf("router: %w", err)
+	case <-ctx.Done():
+		return Side{}, ctx.Err()
 	}
 	keys := make([]string, cfg.Keys)
 	for k := range keys {
@@ -421,30 +425,4 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 	}
 	drain(ctx, rec, published)
 	return rec.side(published, start), nil
-}
-
-// waitReady waits until the router's consumers exist, so the first events
-// are not published before the group starts at "new".
-func waitReady(ctx context.Context, nb *natsjs.Broker, topic string) error {
-	if nb == nil {
-		return nil
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := nb.JetStream().Stream(ctx, natsjs.StreamName(topic))
-		if err != nil {
-			return err
-		}
-		n := 0
-		lister := st.ListConsumers(ctx)
-		for range lister.Info() {
-			n++
-		}
-		if n > 0 {
-			time.Sleep(200 * time.Millisecond) // let the members take their partitions
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return errors.New("the router did not create its consumers within 10s")
 }
