@@ -23,6 +23,7 @@ type group struct {
 	name   string
 	queue  string // the group queue, or the prefix of the partition queues
 	n      int    // partitions; 1: unpartitioned
+	sac    bool   // single active consumer (all partitioned queues; an unpartitioned one for KeyOrder)
 	routes []string
 	limit  int
 	dlq    bool
@@ -83,7 +84,7 @@ func (g *group) declare(ch *amqp.Channel) error {
 		}
 	}
 	if g.n == 1 {
-		if _, err := ch.QueueDeclare(g.queue, true, false, false, false, g.queueArgs(false)); err != nil {
+		if _, err := ch.QueueDeclare(g.queue, true, false, false, false, g.queueArgs(g.sac)); err != nil {
 			return fmt.Errorf("declare queue %q: %w", g.queue, err)
 		}
 		return nil

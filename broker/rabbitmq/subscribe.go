@@ -52,7 +52,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 	cfg := b.topicConfig(topic)
 	g := &group{
 		topic: topic, name: opts.Group, queue: groupQueue(topic, opts.Group),
-		n: max(cfg.Partitions, 1), routes: opts.Routes,
+		n: max(cfg.Partitions, 1), routes: opts.Routes, sac: cfg.Partitions > 1 || opts.KeyOrder,
 		limit: b.o.deliveryLimit, dlq: b.o.deadLetter, repl: b.replicas(cfg),
 	}
 	if len(g.queue)+len("/delay/86400000000") > 255 {
@@ -291,8 +291,8 @@ func (s *subscription) serve(ctx context.Context, st *subState) (lost bool) {
 			s.sweep(st)
 		case <-doneCh:
 			doneCh = nil
-			if s.g.n > 1 {
-				// Single-active-consumer partitions: cancelling would hand
+			if s.g.sac {
+				// Single-active-consumer queues: cancelling would hand
 				// the partitions to the next member before the messages
 				// buffered here are back, breaking key order. Closing the
 				// channel once what Next returned is settled returns them
