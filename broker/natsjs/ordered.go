@@ -223,6 +223,14 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list members: %w", err)
 	}
+	// A live member always counts itself: if its own heartbeat lapsed
+	// (a stalled process), the others may take its partitions, and the
+	// pins keep the two from both receiving; releasing everything here
+	// would only add churn.
+	if !slices.Contains(members, s.member) {
+		members = append(members, s.member)
+		slices.Sort(members)
+	}
 	idx := slices.Index(members, s.member)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -232,11 +240,9 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 	default:
 	}
 	want := map[int]bool{}
-	if idx >= 0 {
-		for p := range s.si.partitions {
-			if p%len(members) == idx {
-				want[p] = true
-			}
+	for p := range s.si.partitions {
+		if p%len(members) == idx {
+			want[p] = true
 		}
 	}
 	for p, part := range s.owned {
