@@ -305,12 +305,9 @@ const maxRedriveItems = 1000
 // A redrive stops at the entries present when it began, so events that
 // fail again meanwhile wait for the next redrive.
 func (s *Service) Redrive(ctx context.Context, req RedriveRequest) (*RedriveResult, error) {
-	f, err := ParseFilter(req.Filter)
+	f, err := req.check()
 	if err != nil {
 		return nil, err
-	}
-	if req.Limit < 0 {
-		return nil, fmt.Errorf("%w: limit %d must not be negative", ErrInvalid, req.Limit)
 	}
 	rd := &redriver{s: s, f: f, req: req, res: &RedriveResult{DryRun: req.DryRun, Items: []RedriveItem{}}}
 	if len(req.IDs) > 0 {
@@ -318,9 +315,6 @@ func (s *Service) Redrive(ctx context.Context, req RedriveRequest) (*RedriveResu
 	}
 	var dlqs []string
 	if req.Topic != "" {
-		if err := broker.ValidateName("topic", req.Topic); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
 		dlqs = []string{DeadLetterTopicOf(req.Topic)}
 	} else {
 		all, err := s.DLQs(ctx)
@@ -337,6 +331,31 @@ func (s *Service) Redrive(ctx context.Context, req RedriveRequest) (*RedriveResu
 		}
 	}
 	return rd.res, nil
+}
+
+// check validates req without touching the broker and returns its filter.
+func (req RedriveRequest) check() (Filter, error) {
+	f, err := ParseFilter(req.Filter)
+	if err != nil {
+		return Filter{}, err
+	}
+	if req.Limit < 0 {
+		return Filter{}, fmt.Errorf("%w: limit %d must not be negative", ErrInvalid, req.Limit)
+	}
+	if req.Topic != "" {
+		if err := broker.ValidateName("topic", req.Topic); err != nil {
+			return Filter{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if len(req.IDs) > 100_000 {
+		return Filter{}, fmt.Errorf("%w: %d ids: at most 100000 per redrive", ErrInvalid, len(req.IDs))
+	}
+	for _, id := range req.IDs {
+		if _, _, err := ParseEntryID(id); err != nil {
+			return Filter{}, err
+		}
+	}
+	return f, nil
 }
 
 type redriver struct {

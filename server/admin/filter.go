@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // FilterKeys are the fields a dead-letter filter can test.
@@ -39,6 +40,9 @@ func ParseFilter(s string) (Filter, error) {
 	}
 	if len(s) > 4096 {
 		return Filter{}, fmt.Errorf("%w: filter is longer than 4096 characters", ErrInvalid)
+	}
+	if !utf8.ValidString(s) {
+		return Filter{}, fmt.Errorf("%w: filter %q is not valid UTF-8", ErrInvalid, s)
 	}
 	var parts []string
 	for _, p := range strings.Split(s, ",") {
@@ -84,18 +88,22 @@ func parseCond(p string) (cond, error) {
 		}
 		return cond{key: key, re: re}, nil
 	case strings.HasPrefix(rest, "="):
-		return cond{key: key, re: globRegexp(rest[1:])}, nil
+		re, err := globRegexp(rest[1:])
+		if err != nil {
+			return cond{}, fmt.Errorf("%w: filter condition %q: %w", ErrInvalid, p, err)
+		}
+		return cond{key: key, re: re}, nil
 	}
 	return cond{}, fmt.Errorf("%w: filter condition %q: want KEY=VALUE or KEY~=REGEXP", ErrInvalid, p)
 }
 
 // globRegexp compiles a value where '*' matches any run of characters.
-func globRegexp(v string) *regexp.Regexp {
+func globRegexp(v string) (*regexp.Regexp, error) {
 	parts := strings.Split(v, "*")
 	for i, p := range parts {
 		parts[i] = regexp.QuoteMeta(p)
 	}
-	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
+	return regexp.Compile("^" + strings.Join(parts, ".*") + "$")
 }
 
 // Match reports whether e satisfies every condition.

@@ -284,36 +284,65 @@ type ReplayRequest struct {
 	KeyOrder *bool `json:"key_order,omitempty"`
 }
 
-// run performs the replay req asks for.
-func (req ReplayRequest) run(ctx context.Context, s *Service) (*ReplayResult, error) {
+// replayPlan is a checked ReplayRequest: into is set for a replay into a
+// new group, else group, topic and to describe a rewind.
+type replayPlan struct {
+	into         *ReplayIntoRequest
+	group, topic string
+	to           broker.Start
+}
+
+// plan checks req without touching the broker.
+func (req ReplayRequest) plan() (replayPlan, error) {
 	switch {
 	case req.IntoGroup != "":
 		if req.Group != "" || req.To != "" {
-			return nil, fmt.Errorf("%w: replay: into_group goes with topic and from, not with group and to", ErrInvalid)
+			return replayPlan{}, fmt.Errorf("%w: replay: into_group goes with topic and from, not with group and to", ErrInvalid)
 		}
 		if req.Topic == "" || req.From == "" {
-			return nil, fmt.Errorf("%w: replay into group %q: topic and from are required", ErrInvalid, req.IntoGroup)
+			return replayPlan{}, fmt.Errorf("%w: replay into group %q: topic and from are required", ErrInvalid, req.IntoGroup)
+		}
+		if err := broker.ValidateName("group", req.IntoGroup); err != nil {
+			return replayPlan{}, fmt.Errorf("%w: into_group: %w", ErrInvalid, err)
+		}
+		if err := broker.ValidateName("topic", req.Topic); err != nil {
+			return replayPlan{}, fmt.Errorf("%w: topic: %w", ErrInvalid, err)
 		}
 		from, err := broker.ParseStart(req.From)
 		if err != nil {
-			return nil, fmt.Errorf("%w: from: %w", ErrInvalid, err)
+			return replayPlan{}, fmt.Errorf("%w: from: %w", ErrInvalid, err)
 		}
 		keyOrder := req.KeyOrder == nil || *req.KeyOrder
-		return s.ReplayInto(ctx, ReplayIntoRequest{Topic: req.Topic, From: from, Group: req.IntoGroup, KeyOrder: keyOrder})
+		return replayPlan{into: &ReplayIntoRequest{Topic: req.Topic, From: from, Group: req.IntoGroup, KeyOrder: keyOrder}}, nil
 	case req.Group != "":
 		if req.From != "" || req.KeyOrder != nil {
-			return nil, fmt.Errorf("%w: replay of group %q: use to (not from, key_order)", ErrInvalid, req.Group)
+			return replayPlan{}, fmt.Errorf("%w: replay of group %q: use to (not from, key_order)", ErrInvalid, req.Group)
 		}
 		if req.To == "" {
-			return nil, fmt.Errorf("%w: replay of group %q: to is required (first, new, seq:N or time:RFC3339)", ErrInvalid, req.Group)
+			return replayPlan{}, fmt.Errorf("%w: replay of group %q: to is required (first, new, seq:N or time:RFC3339)", ErrInvalid, req.Group)
+		}
+		if err := broker.ValidateName("group", req.Group); err != nil {
+			return replayPlan{}, fmt.Errorf("%w: group: %w", ErrInvalid, err)
+		}
+		if req.Topic != "" {
+			if err := broker.ValidateName("topic", req.Topic); err != nil {
+				return replayPlan{}, fmt.Errorf("%w: topic: %w", ErrInvalid, err)
+			}
 		}
 		to, err := broker.ParseStart(req.To)
 		if err != nil {
-			return nil, fmt.Errorf("%w: to: %w", ErrInvalid, err)
+			return replayPlan{}, fmt.Errorf("%w: to: %w", ErrInvalid, err)
 		}
-		return s.Rewind(ctx, req.Group, req.Topic, to)
+		return replayPlan{group: req.Group, topic: req.Topic, to: to}, nil
 	}
-	return nil, fmt.Errorf("%w: replay: give group and to (rewind a group), or topic, from and into_group (replay into a new group)", ErrInvalid)
+	return replayPlan{}, fmt.Errorf("%w: replay: give group and to (rewind a group), or topic, from and into_group (replay into a new group)", ErrInvalid)
+}
+
+func (p replayPlan) run(ctx context.Context, s *Service) (*ReplayResult, error) {
+	if p.into != nil {
+		return s.ReplayInto(ctx, *p.into)
+	}
+	return s.Rewind(ctx, p.group, p.topic, p.to)
 }
 
 func (h *handler) replay(w http.ResponseWriter, r *http.Request) {
@@ -322,7 +351,12 @@ func (h *handler) replay(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := req.run(r.Context(), h.s)
+	plan, err := req.plan()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	res, err := plan.run(r.Context(), h.s)
 	if err != nil {
 		h.fail(w, r, err)
 		return

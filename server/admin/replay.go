@@ -22,6 +22,8 @@ const (
 	membersBucket = "herald_members"
 	priorityGroup = "herald"
 	pullExpiry    = 2 * time.Second
+	// resumeAfter is how long after a move a group stays paused.
+	resumeAfter = 100 * time.Millisecond
 )
 
 // ReplayResult says where a group was moved.
@@ -291,12 +293,15 @@ func (s *Service) move(ctx context.Context, p *groupPart) (err error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		for name, prev := range paused {
-			var rerr error
-			if prev != nil && prev.After(s.now()) {
-				_, rerr = p.st.PauseConsumer(rctx, name, *prev)
-			} else {
-				_, rerr = p.st.ResumeConsumer(rctx, name)
+			// A consumer resumed by clearing its pause does not wake the
+			// pull requests waiting on it (nats-server 2.15); one whose
+			// pause runs out does. So the pause is shortened to
+			// resumeAfter rather than cleared.
+			until := s.now().Add(resumeAfter)
+			if prev != nil && prev.After(until) {
+				until = *prev
 			}
+			_, rerr := p.st.PauseConsumer(rctx, name, until)
 			if rerr != nil {
 				err = errors.Join(err, fmt.Errorf("resume consumer %q: %w", name, rerr))
 			}
