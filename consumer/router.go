@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -390,16 +391,12 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 	}
 	for _, t := range r.topics {
-		s, err := r.sub.Subscribe(ctx, t, broker.SubscribeOptions{
-			Group:       r.group,
-			Start:       r.cfg.start,
-			AckWait:     r.cfg.ackWait,
-			MaxInFlight: r.cfg.maxInFlight,
-			ConfirmAcks: r.cfg.mode == ExactlyOnce,
-			KeyOrder:    r.cfg.keyOrder,
-		})
+		s, err := r.subscribe(ctx, t)
 		if err != nil {
 			closeSubs()
+			if ctx.Err() != nil {
+				return nil // cancelled while the broker was unreachable
+			}
 			return fmt.Errorf("consumer: group %q: subscribe to %q: %w", r.group, t, err)
 		}
 		subs = append(subs, s)
@@ -452,6 +449,52 @@ func (r *Router) Run(ctx context.Context) error {
 		<-done
 	}
 	return nil
+}
+
+// subscribe joins the group on topic. A broker that is unreachable or
+// electing leaders is retried with backoff until ctx ends; a refusal
+// (invalid names, a closed subscriber, an unsupported option) is returned.
+func (r *Router) subscribe(ctx context.Context, topic string) (broker.Subscription, error) {
+	opts := broker.SubscribeOptions{
+		Group:       r.group,
+		Start:       r.cfg.start,
+		AckWait:     r.cfg.ackWait,
+		MaxInFlight: r.cfg.maxInFlight,
+		ConfirmAcks: r.cfg.mode == ExactlyOnce,
+		KeyOrder:    r.cfg.keyOrder,
+	}
+	wait := 100 * time.Millisecond
+	for {
+		s, err := r.sub.Subscribe(ctx, topic, opts)
+		if err == nil {
+			return s, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		r.cfg.log.Warn("consumer: subscribe failed; retrying", "group", r.group, "topic", topic, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// retryable reports whether a subscribe error may go away by itself.
+func retryable(err error) bool {
+	switch {
+	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return true
+	case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrInvalidMessage),
+		errors.Is(err, broker.ErrClosed), errors.Is(err, context.Canceled):
+		return false
+	}
+	// Timeouts and leader elections surface as assorted client errors;
+	// anything that names a timeout or no responders is worth a retry.
+	msg := err.Error()
+	return strings.Contains(msg, "timeout") || strings.Contains(msg, "no responders") || strings.Contains(msg, "deadline exceeded")
 }
 
 // fetch moves deliveries from one subscription to the lanes until ctx is
