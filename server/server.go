@@ -84,6 +84,11 @@ type AuditConfig struct {
 	// ones are read from their topic while it holds them. Default 64 KiB;
 	// negative keeps none.
 	MaxPayload int
+	// BusyRate caps indexing, in events per second, while events keep
+	// arriving, bounding what the indexer takes from the broker at peak
+	// load; the indexer catches up once the load drops (see
+	// audit.WithBusyRate). Default 5000; negative: no cap.
+	BusyRate int
 }
 
 // ErrAddrInUse is returned (wrapped) when a listen address is taken.
@@ -150,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Audit.MaxPayload == 0 {
 		cfg.Audit.MaxPayload = 64 << 10
+	}
+	if cfg.Audit.BusyRate == 0 {
+		cfg.Audit.BusyRate = 5000
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -272,7 +280,8 @@ func (s *Server) startAudit(ctx context.Context) error {
 		return fmt.Errorf("server: audit log: %w", err)
 	}
 	s.indexer, err = audit.NewIndexer(s.broker.JetStream(), s.auditStore,
-		audit.WithLogger(s.log), audit.WithMaxPayload(max(s.cfg.Audit.MaxPayload, 0)))
+		audit.WithLogger(s.log), audit.WithMaxPayload(max(s.cfg.Audit.MaxPayload, 0)),
+		audit.WithBusyRate(max(s.cfg.Audit.BusyRate, 0)))
 	if err != nil {
 		return fmt.Errorf("server: audit log: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 )
 
 // metaTopic is the stream metadata key natsjs writes: streams with it hold
@@ -30,6 +31,11 @@ type Indexer struct {
 	flushEvery time.Duration
 	poll       time.Duration
 	maxPayload int
+	// limiter paces indexing while events keep arriving (nil: no limit);
+	// lastGrowth is when a reader last saw its topic grow (unix ns).
+	limiter    *rate.Limiter
+	busyRate   int
+	lastGrowth atomic.Int64
 
 	ch   chan item
 	kick chan struct{}
@@ -68,6 +74,18 @@ func WithPollInterval(d time.Duration) Option { return func(ix *Indexer) { ix.po
 // Default 64 KiB.
 func WithMaxPayload(n int) Option { return func(ix *Indexer) { ix.maxPayload = n } }
 
+// WithBusyRate caps indexing at n events per second while events keep
+// arriving, so that at peak load the indexer takes a bounded share of the
+// CPU the broker needs (each indexed event costs the broker a delivery and
+// the process a database write). Once no event arrived for a second, the
+// indexer catches up at full speed. Under a sustained load above n events
+// per second the index falls behind (see Behind) until the load drops.
+// 0 removes the cap. Default 5000.
+func WithBusyRate(n int) Option { return func(ix *Indexer) { ix.busyRate = n } }
+
+// busyFor is how long after a topic last grew the indexer stays paced.
+const busyFor = time.Second
+
 // NewIndexer returns an indexer reading through js into store. It does not
 // close store.
 func NewIndexer(js jetstream.JetStream, store Store, opts ...Option) (*Indexer, error) {
@@ -76,7 +94,7 @@ func NewIndexer(js jetstream.JetStream, store Store, opts ...Option) (*Indexer, 
 	}
 	ix := &Indexer{
 		js: js, store: store, log: slog.Default(),
-		batch: 500, flushEvery: 200 * time.Millisecond, poll: 2 * time.Second, maxPayload: 64 << 10,
+		batch: 500, flushEvery: 200 * time.Millisecond, poll: 2 * time.Second, maxPayload: 64 << 10, busyRate: 5000,
 		kick: make(chan struct{}, 1),
 		pos:  map[string]Position{},
 	}
@@ -90,6 +108,11 @@ func NewIndexer(js jetstream.JetStream, store Store, opts ...Option) (*Indexer, 
 		return nil, errors.New("audit: flush and poll intervals must be positive")
 	case ix.maxPayload < 0:
 		return nil, fmt.Errorf("audit: max payload %d must not be negative", ix.maxPayload)
+	case ix.busyRate < 0:
+		return nil, fmt.Errorf("audit: busy rate %d must not be negative", ix.busyRate)
+	}
+	if ix.busyRate > 0 {
+		ix.limiter = rate.NewLimiter(rate.Limit(ix.busyRate), max(ix.busyRate/10, 1))
 	}
 	ix.ch = make(chan item, 4*ix.batch)
 	return ix, nil
@@ -111,6 +134,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	pos, err := ix.store.Positions(ctx)
 	if err != nil {
 		return err
+	}
+	if pos == nil {
+		pos = map[string]Position{}
 	}
 	ix.mu.Lock()
 	ix.pos = pos
@@ -187,7 +213,8 @@ func (ix *Indexer) startSeq(stream string, created time.Time, st jetstream.Strea
 	if ok && p.Created.Equal(created) {
 		from = p.Seq + 1
 	} else if ok {
-		ix.log.Info("audit: topic stream was recreated; indexing it from its start", "stream", stream)
+		ix.log.Info("audit: topic stream was recreated; indexing it from its start", "stream", stream,
+			"was_created", p.Created, "created", created)
 	}
 	if st.Msgs > 0 && from < st.FirstSeq {
 		if ok {
@@ -230,6 +257,7 @@ func (ix *Indexer) read(ctx context.Context, stream, topic string, created time.
 			it.Stop()
 		}
 	}()
+	var end uint64 // the stream's last sequence, as last seen
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -241,11 +269,26 @@ func (ix *Indexer) read(ctx context.Context, stream, topic string, created time.
 			ix.log.Debug("audit: read topic", "stream", stream, "error", err)
 			continue
 		}
-		rec, err := ix.record(topic, dlq, m)
+		md, err := m.Metadata()
 		if err != nil {
 			ix.log.Warn("audit: skipping unreadable message", "stream", stream, "error", err)
 			continue
 		}
+		if ix.limiter != nil {
+			now := time.Now()
+			if e := md.Sequence.Stream + md.NumPending; e > end {
+				if end != 0 {
+					ix.lastGrowth.Store(now.UnixNano())
+				}
+				end = e
+			}
+			if now.UnixNano()-ix.lastGrowth.Load() < int64(busyFor) {
+				if err := ix.limiter.Wait(ctx); err != nil {
+					return
+				}
+			}
+		}
+		rec := ix.record(topic, dlq, m, md)
 		select {
 		case ix.ch <- item{stream: stream, created: created, rec: rec}:
 		case <-ctx.Done():
@@ -262,11 +305,7 @@ func first(h nats.Header, k string) string {
 }
 
 // record reads m's attributes from its CloudEvents headers (NATS binding).
-func (ix *Indexer) record(topic string, dlq bool, m jetstream.Msg) (Record, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return Record{}, err
-	}
+func (ix *Indexer) record(topic string, dlq bool, m jetstream.Msg, md *jetstream.MsgMetadata) Record {
 	h := m.Headers()
 	data := m.Data()
 	r := Record{
@@ -307,7 +346,7 @@ func (ix *Indexer) record(topic string, dlq bool, m jetstream.Msg) (Record, erro
 			r.Payload = []byte{}
 		}
 	}
-	return r, nil
+	return r
 }
 
 // routeOf returns the route of a message on "<stream>.<partition>.<route>".
@@ -415,7 +454,8 @@ func (ix *Indexer) lastSeqs(ctx context.Context) (map[string]streamEnd, error) {
 }
 
 // Sync waits until the index holds every message stored in a topic before
-// Sync was called, or ctx is done.
+// Sync was called, or ctx is done. Topics deleted (or deleted and created
+// again) meanwhile are not waited for.
 func (ix *Indexer) Sync(ctx context.Context) error {
 	select {
 	case ix.kick <- struct{}{}:
@@ -427,7 +467,19 @@ func (ix *Indexer) Sync(ctx context.Context) error {
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for i := 1; ; i++ {
+		if i%20 == 0 {
+			// Forget the topics that went away.
+			now, err := ix.lastSeqs(ctx)
+			if err != nil {
+				return fmt.Errorf("audit: sync: %w", err)
+			}
+			for name, s := range want {
+				if n, ok := now[name]; !ok || !n.created.Equal(s.created) {
+					delete(want, name)
+				}
+			}
+		}
 		ix.mu.Lock()
 		done := true
 		for name, s := range want {

@@ -15,7 +15,8 @@ import (
 // SQLite is the audit store in a SQLite file (WAL mode). It is the
 // embedded default: <data-dir>/audit.db.
 type SQLite struct {
-	db *sql.DB
+	db  *sql.DB
+	ins *sql.Stmt // inserts sqliteRowsPerInsert rows
 }
 
 var _ Store = (*SQLite)(nil)
@@ -55,7 +56,11 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, errors.New("audit: sqlite path is empty")
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)"} {
+	// Statement journals and temporary b-trees stay in memory; a larger
+	// page cache and rarer checkpoints make the indexer write fewer pages
+	// per row.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)",
+		"temp_store(MEMORY)", "cache_size(-32768)", "wal_autocheckpoint(10000)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -69,7 +74,12 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("audit: open %s: create schema: %w", path, err)
 	}
-	return &SQLite{db: db}, nil
+	ins, err := db.PrepareContext(ctx, sqliteInsertFull)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	return &SQLite{db: db, ins: ins}, nil
 }
 
 // sqliteRowsPerInsert rows go in one INSERT statement: fewer statement
@@ -119,11 +129,12 @@ func (s *SQLite) Write(ctx context.Context, recs []Record, pos []Position) error
 		for i := range n {
 			args = rowArgs(args, &recs[i])
 		}
-		stmt := sqliteInsertFull
-		if n < sqliteRowsPerInsert {
-			stmt = sqliteInsert(n)
+		if n == sqliteRowsPerInsert {
+			_, err = tx.StmtContext(ctx, s.ins).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, sqliteInsert(n), args...)
 		}
-		if _, err := tx.ExecContext(ctx, stmt, args...); err != nil {
+		if err != nil {
 			return fmt.Errorf("audit: write: %w", err)
 		}
 		recs = recs[n:]
@@ -218,4 +229,7 @@ func query(ctx context.Context, db *sql.DB, q Query, ph func(int) string) ([]Rec
 }
 
 // Close implements Store.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *SQLite) Close() error {
+	_ = s.ins.Close()
+	return s.db.Close()
+}
