@@ -5,11 +5,16 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/examples/shop"
 )
 
 func newDevCmd(a *app) *cobra.Command {
 	f := &serveFlags{}
 	keep := false
+	demoRate := 5.0
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Herald for development: temporary data, free ports, ready-to-paste commands",
@@ -43,6 +48,19 @@ unless --keep is given.`,
 			}
 			url := srv.NATSURL()
 			out := cmd.OutOrStdout()
+			demoDone := make(chan error, 1)
+			demoNote := "off (--demo-rate 0)"
+			if demoRate > 0 {
+				c, err := herald.Connect(cmd.Context(), herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log})
+				if err != nil {
+					return err
+				}
+				demo := shop.New(c, shop.Config{Rate: demoRate, Logger: log})
+				go func() { demoDone <- demo.Run(cmd.Context()) }()
+				demoNote = fmt.Sprintf("the shop example at %g orders/s; every 7th notification fails on purpose into %s", demoRate, consumer.DeadLetterTopic(shop.TopicShipping))
+			} else {
+				close(demoDone)
+			}
 			fmt.Fprintf(out, `
 Herald dev is running.
 
@@ -50,19 +68,31 @@ Herald dev is running.
   Admin API: %s  (/healthz, /readyz)
   Registry:  %s  (Confluent-compatible)
   Data dir:  %s%s
+  Demo:      %s
 
 Try it in another terminal:
 
   go run ./cmd/herald sub --url %s --topic demo --from first
   go run ./cmd/herald pub --url %s --topic demo --type demo.hello.v1 '{"hello":"world"}'
 
+The demo's dead letters:
+
+  go run ./cmd/herald sub --url %s --topic %s --from first
+
 Press Ctrl-C to stop.
-`, url, srv.AdminURL(), srv.RegistryURL(), cfg.DataDir, keptNote(keep), url, url)
-			return waitAndStop(cmd.Context(), srv)
+`, url, srv.AdminURL(), srv.RegistryURL(), cfg.DataDir, keptNote(keep), demoNote, url, url, url, consumer.DeadLetterTopic(shop.TopicShipping))
+			// The demo's routers drain before the broker they use stops.
+			<-cmd.Context().Done()
+			derr := <-demoDone
+			if err := waitAndStop(cmd.Context(), srv); err != nil {
+				return err
+			}
+			return derr
 		},
 	}
 	f.register(cmd, serveFlags{natsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"})
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data directory on exit")
+	cmd.Flags().Float64Var(&demoRate, "demo-rate", demoRate, "orders per second the shop example generates (0: no demo)")
 	return cmd
 }
 
