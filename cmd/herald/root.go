@@ -43,6 +43,12 @@ func newRootCmd() *cobra.Command {
 		newSubCmd(a),
 		newBenchCmd(a),
 		newSchemaCmd(a),
+		newDLQCmd(a),
+		newReplayCmd(a),
+		newLagCmd(a),
+		newAuditCmd(a),
+		newTraceCmd(a),
+		newTopicCmd(a),
 	)
 	return root
 }

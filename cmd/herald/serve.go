@@ -25,6 +25,7 @@ type serveFlags struct {
 	durability   string
 	logLevel     string
 	logFormat    string
+	ops          opsFlags
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
@@ -36,6 +37,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.durability, "durability", "fast", "when a publish is confirmed: fast (written to the OS, fsync every second) or sync (fsynced)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	f.ops.register(cmd)
 }
 
 func (f *serveFlags) logger(w io.Writer) (*slog.Logger, error) {
@@ -62,14 +64,15 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, fmt.Errorf("--data-dir %q: %w", f.dataDir, err)
 	}
-	return server.Config{
+	cfg := server.Config{
 		DataDir:      dir,
 		NATSAddr:     f.natsAddr,
 		HTTPAddr:     f.httpAddr,
 		RegistryAddr: f.registryAddr,
 		Durability:   d,
 		Logger:       log,
-	}, nil
+	}
+	return cfg, f.ops.apply(&cfg)
 }
 
 func defaultDataDir() string {

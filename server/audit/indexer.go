@@ -66,7 +66,7 @@ func WithBatch(n int, d time.Duration) Option {
 	return func(ix *Indexer) { ix.batch, ix.flushEvery = n, d }
 }
 
-// WithPollInterval sets how often new topics are looked for. Default 2s.
+// WithPollInterval sets how often new topics are looked for. Default 1s.
 func WithPollInterval(d time.Duration) Option { return func(ix *Indexer) { ix.poll = d } }
 
 // WithMaxPayload stores payloads up to n bytes in the index; larger ones
@@ -94,7 +94,7 @@ func NewIndexer(js jetstream.JetStream, store Store, opts ...Option) (*Indexer, 
 	}
 	ix := &Indexer{
 		js: js, store: store, log: slog.Default(),
-		batch: 500, flushEvery: 200 * time.Millisecond, poll: 2 * time.Second, maxPayload: 64 << 10, busyRate: 5000,
+		batch: 500, flushEvery: 200 * time.Millisecond, poll: time.Second, maxPayload: 64 << 10, busyRate: 5000,
 		kick: make(chan struct{}, 1),
 		pos:  map[string]Position{},
 	}
