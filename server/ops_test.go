@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
@@ -262,5 +264,71 @@ func TestDeadLetterRedriveEndToEnd(t *testing.T) {
 	}
 	if len(recs) != 2*n || redriven != n {
 		t.Fatalf("audit log has %d records of topic %s (%d redriven), want %d (%d)", len(recs), topic, redriven, 2*n, n)
+	}
+}
+
+// TestAuditInPostgres runs the server with the PostgreSQL audit store.
+func TestAuditInPostgres(t *testing.T) {
+	t.Parallel()
+	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
+	schema := strings.ReplaceAll(unique("audit_srv"), "-", "_")
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), testenv.PostgresURL)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	srv := startServer(t, server.Config{Audit: server.AuditConfig{Store: server.AuditPostgres, PostgresURL: testenv.PostgresURL, PostgresSchema: schema}})
+	ctx := t.Context()
+	c, err := herald.Connect(ctx, herald.Config{URL: srv.NATSURL(), Source: "pg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	topic := unique("pg")
+	corr := unique("corr")
+	var prev *event.Event
+	for i := range 5 {
+		e := event.New("pg", "pg.step.v1", []byte(fmt.Sprintf(`{"i":%d}`, i)))
+		e.CorrelationID = corr
+		if prev != nil {
+			e.CausationID = prev.ID
+		}
+		if err := c.PublishTo(ctx, topic, e); err != nil {
+			t.Fatal(err)
+		}
+		prev = e
+	}
+	if err := srv.AuditIndexer().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := admin.NewClient(srv.AdminURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cl.Trace(ctx, corr, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depth := 0
+	for n := tr.Roots; len(n) == 1; n = n[0].Children {
+		if string(n[0].Payload) != fmt.Sprintf(`{"i":%d}`, depth) {
+			t.Fatalf("payload %s at depth %d", n[0].Payload, depth)
+		}
+		depth++
+	}
+	if tr.Events != 5 || depth != 5 {
+		t.Fatalf("trace of %d events, depth %d", tr.Events, depth)
+	}
+	if _, err := server.New(server.Config{DataDir: t.TempDir(), Audit: server.AuditConfig{Store: server.AuditPostgres}}); err == nil {
+		t.Fatal("a postgres audit store without a URL was accepted")
+	}
+	if _, err := server.New(server.Config{DataDir: t.TempDir(), Audit: server.AuditConfig{Store: "mysql"}}); err == nil {
+		t.Fatal("an unknown audit store was accepted")
 	}
 }
