@@ -98,6 +98,19 @@ type Entry struct {
 	DataBase64 []byte            `json:"data_base64,omitempty"`
 }
 
+// dlqStream returns dlq's stream, or nil when the topic has no dead
+// letters yet (its source topic exists, its dead-letter topic does not).
+// It returns an error wrapping ErrNotFound when neither exists.
+func (s *Service) dlqStream(ctx context.Context, dlq string) (jetstream.Stream, error) {
+	_, st, err := s.topic(ctx, dlq)
+	if errors.Is(err, ErrNotFound) {
+		if _, _, serr := s.topic(ctx, strings.TrimSuffix(dlq, ".dlq")); serr == nil {
+			return nil, nil
+		}
+	}
+	return st, err
+}
+
 // DLQs summarises every dead-letter topic.
 func (s *Service) DLQs(ctx context.Context) ([]DLQ, error) {
 	ts, err := s.topics(ctx)
@@ -132,9 +145,9 @@ func (s *Service) DLQEntries(ctx context.Context, topic string, after uint64, li
 		return nil, 0, fmt.Errorf("%w: limit %d: want 1 to 10000", ErrInvalid, limit)
 	}
 	dlq := DeadLetterTopicOf(topic)
-	_, st, err := s.topic(ctx, dlq)
-	if err != nil {
-		return nil, 0, err
+	st, err := s.dlqStream(ctx, dlq)
+	if err != nil || st == nil {
+		return []Entry{}, 0, err
 	}
 	entries = []Entry{}
 	last := st.CachedInfo().State.LastSeq
@@ -378,8 +391,8 @@ const redriveBatch = 256
 func (rd *redriver) full() bool { return rd.req.Limit > 0 && rd.res.Matched >= rd.req.Limit }
 
 func (rd *redriver) topic(ctx context.Context, dlq string) error {
-	_, st, err := rd.s.topic(ctx, dlq)
-	if err != nil {
+	st, err := rd.s.dlqStream(ctx, dlq)
+	if err != nil || st == nil {
 		return err
 	}
 	last := st.CachedInfo().State.LastSeq
@@ -561,8 +574,8 @@ func (s *Service) PurgeDLQ(ctx context.Context, topic, confirm string) (uint64, 
 	if confirm != topic && confirm != dlq {
 		return 0, fmt.Errorf("%w: purge %q: confirm with the topic name (got %q)", ErrInvalid, dlq, confirm)
 	}
-	_, st, err := s.topic(ctx, dlq)
-	if err != nil {
+	st, err := s.dlqStream(ctx, dlq)
+	if err != nil || st == nil {
 		return 0, err
 	}
 	info, err := st.Info(ctx)
