@@ -258,6 +258,7 @@ func (ix *Indexer) read(ctx context.Context, stream, topic string, created time.
 		}
 	}()
 	var end uint64 // the stream's last sequence, as last seen
+	failures := 0
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -265,10 +266,18 @@ func (ix *Indexer) read(ctx context.Context, stream, topic string, created time.
 				return
 			}
 			// Heartbeat misses and the like: the ordered consumer
-			// recreates itself where it left off.
+			// recreates itself where it left off. A deleted stream fails
+			// until discover stops this reader.
+			failures++
 			ix.log.Debug("audit: read topic", "stream", stream, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(time.Duration(failures)*50*time.Millisecond, time.Second)):
+			}
 			continue
 		}
+		failures = 0
 		md, err := m.Metadata()
 		if err != nil {
 			ix.log.Warn("audit: skipping unreadable message", "stream", stream, "error", err)
