@@ -52,12 +52,12 @@ directory. --rate 0 publishes as fast as confirmations allow.`,
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%-8s %12s %10s %10s %10s %6s\n", "", "msgs/s", "p50 µs", "p99 µs", "max µs", "lost")
+			fmt.Fprintf(w, "%-8s %12s %10s %10s %10s %10s %6s\n", "", "msgs/s", "p50 µs", "p99 µs", "max µs", "cpu µs/ev", "lost")
 			for _, s := range []struct {
 				name string
 				side e2ebench.Side
 			}{{"raw", res.Raw}, {"herald", res.Herald}} {
-				fmt.Fprintf(w, "%-8s %12.0f %10.0f %10.0f %10.0f %6d\n", s.name, s.side.MsgsPerS, s.side.P50us, s.side.P99us, s.side.MaxUs, s.side.Lost)
+				fmt.Fprintf(w, "%-8s %12.0f %10.0f %10.0f %10.0f %10.1f %6d\n", s.name, s.side.MsgsPerS, s.side.P50us, s.side.P99us, s.side.MaxUs, s.side.CPUus, s.side.Lost)
 			}
 			fmt.Fprintf(w, "ratio herald/raw: %.2f\n", res.Ratio)
 			if res.Lost != 0 || res.RawLost != 0 {
@@ -72,6 +72,8 @@ directory. --rate 0 publishes as fast as confirmations allow.`,
 	fl.IntVar(&cfg.Size, "size", 256, "payload bytes (at least 16)")
 	fl.IntVar(&cfg.Batch, "batch", 100, "events per publish call at full speed")
 	fl.IntVar(&cfg.Keys, "keys", 1024, "distinct partition keys")
+	fl.IntVar(&cfg.Partitions, "partitions", 0, "partitions of the Herald topic (0: the broker's default)")
+	fl.BoolVar(&cfg.NoKeyOrder, "no-key-order", false, "turn the router's per-key order across instances off (a plain work queue)")
 	fl.BoolVar(&asJSON, "json", false, "print one JSON object (same as -o json)")
 	return cmd
 }

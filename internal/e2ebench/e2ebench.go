@@ -47,6 +47,11 @@ type Config struct {
 	Batch int
 	// Keys is the number of distinct partition keys. Default 1024.
 	Keys int
+	// Partitions of the Herald topic; 0 means the broker's default.
+	Partitions int
+	// NoKeyOrder turns the router's per-key order across instances off
+	// (the group becomes a plain work queue), to measure what it costs.
+	NoKeyOrder bool
 	// Progress, if set, receives a line per phase.
 	Progress func(string)
 }
@@ -60,6 +65,10 @@ type Side struct {
 	P50us     float64 `json:"p50_us"`
 	P99us     float64 `json:"p99_us"`
 	MaxUs     float64 `json:"max_us"`
+	// CPUus is the process CPU time per handled event, in µs: server,
+	// publisher and consumer together when the server is embedded. It is
+	// steadier than throughput on a busy machine.
+	CPUus float64 `json:"cpu_us_per_event"`
 }
 
 // Result is the outcome of a run. The flat fields are the headline
@@ -129,16 +138,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res := Result{Rate: cfg.Rate, Size: cfg.Size, DurationS: cfg.Duration.Seconds(), URL: url}
 	cfg.Progress(fmt.Sprintf("raw nats.go: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
+	cpu0 := cpuTime()
 	raw, err := runRaw(ctx, cfg, url)
 	if err != nil {
 		return res, fmt.Errorf("raw side: %w", err)
 	}
+	raw.CPUus = perEvent(cpuTime()-cpu0, raw.Handled)
 	cfg.Progress(fmt.Sprintf("raw nats.go: %.0f msgs/s, p99 %.0f µs, lost %d", raw.MsgsPerS, raw.P99us, raw.Lost))
 	cfg.Progress(fmt.Sprintf("herald: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
+	cpu0 = cpuTime()
 	hs, err := runHerald(ctx, cfg, url)
 	if err != nil {
 		return res, fmt.Errorf("herald side: %w", err)
 	}
+	hs.CPUus = perEvent(cpuTime()-cpu0, hs.Handled)
 	cfg.Progress(fmt.Sprintf("herald: %.0f msgs/s, p99 %.0f µs, lost %d", hs.MsgsPerS, hs.P99us, hs.Lost))
 	res.Herald, res.Raw = hs, raw
 	res.HeraldMsgsPerS, res.RawMsgsPerS = hs.MsgsPerS, raw.MsgsPerS
@@ -149,6 +162,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.RawP50us, res.RawP99us = raw.P50us, raw.P99us
 	res.Lost, res.RawLost = hs.Lost, raw.Lost
 	return res, nil
+}
+
+func perEvent(d time.Duration, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(n)
 }
 
 func rateText(rate int) string {
@@ -375,11 +395,11 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(topic))                           //nolint:errcheck // best effort
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(consumer.DeadLetterTopic(topic))) //nolint:errcheck // best effort
 	}
-	if err := c.Broker().(broker.TopicManager).EnsureTopic(ctx, topic, broker.TopicConfig{}); err != nil {
+	if err := c.Broker().(broker.TopicManager).EnsureTopic(ctx, topic, broker.TopicConfig{Partitions: cfg.Partitions}); err != nil {
 		return Side{}, err
 	}
 	rec := newRecorder(cfg.Rate * int(cfg.Duration.Seconds()+1))
-	r, err := c.Router("bench", []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet))
+	r, err := c.Router("bench", []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet), consumer.WithKeyOrder(!cfg.NoKeyOrder))
 	if err != nil {
 		return Side{}, err
 	}
