@@ -121,22 +121,26 @@ With -o json every event is a JSON object on its own line.`,
 			}
 			out := cmd.OutOrStdout()
 			n := 0
+			page := 1000 // the most the API returns with payloads
+			if noPayload {
+				page = audit.MaxLimit
+			}
 			for n < limit {
-				q.Limit = min(limit-n, audit.MaxLimit)
-				page, err := c.Audit(cmd.Context(), q)
+				q.Limit = min(limit-n, page)
+				res, err := c.Audit(cmd.Context(), q)
 				if err != nil {
 					return err
 				}
-				for _, r := range page.Events {
+				for _, r := range res.Events {
 					if err := printRecord(out, r, a.output); err != nil {
 						return err
 					}
 				}
-				n += len(page.Events)
-				if page.Next == "" {
+				n += len(res.Events)
+				if res.Next == "" {
 					break
 				}
-				q.After = page.Next
+				q.After = res.Next
 			}
 			if n == 0 && a.output != "json" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "no events found")

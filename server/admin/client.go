@@ -205,11 +205,12 @@ func (c *Client) Audit(ctx context.Context, q audit.Query) (*AuditPage, error) {
 	return &out, nil
 }
 
-// Trace returns the causation tree of a correlation id.
+// Trace returns the causation tree of a correlation id: up to 10,000
+// events without payloads, or 1,000 with.
 func (c *Client) Trace(ctx context.Context, correlation string, payload bool) (*Trace, error) {
 	var q url.Values
-	if !payload {
-		q = url.Values{"payload": {"false"}}
+	if payload {
+		q = url.Values{"payload": {"true"}}
 	}
 	var out Trace
 	if err := c.do(ctx, http.MethodGet, "/api/v1/trace/"+url.PathEscape(correlation), q, nil, &out); err != nil {

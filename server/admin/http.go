@@ -26,8 +26,13 @@ type AuditLog interface {
 // maxBody bounds request bodies.
 const maxBody = 1 << 20
 
-// maxTrace is the most events a trace reads.
-const maxTrace = audit.MaxLimit
+// maxTrace is the most events a trace reads; maxWithPayload the most an
+// answer carries with payloads (each up to the indexer's payload limit,
+// 64 KiB by default).
+const (
+	maxTrace       = audit.MaxLimit
+	maxWithPayload = 1000
+)
 
 // Handler serves the admin API under /api/v1/ (see docs/operations.md):
 //
@@ -41,7 +46,7 @@ const maxTrace = audit.MaxLimit
 //	GET    /api/v1/groups?topic=&group=        lag per group
 //	POST   /api/v1/replay                      ReplayRequest
 //	GET    /api/v1/audit?correlation=|subject=|type=[&topic=&since=&until=&after=&limit=&payload=false]
-//	GET    /api/v1/trace/{correlation}
+//	GET    /api/v1/trace/{correlation}[?payload=true]
 //
 // Answers are JSON; errors are {"error": "..."} with a 4xx status for bad
 // input, unknown names and conflicts. auditLog may be nil when the audit
@@ -417,6 +422,9 @@ func ParseAuditQuery(v url.Values) (audit.Query, error) {
 	q.Limit = limit
 	switch v.Get("payload") {
 	case "", "true", "1":
+		if limit > maxWithPayload {
+			return audit.Query{}, fmt.Errorf("%w: limit %d: at most %d events with payloads (add payload=false for up to %d)", ErrInvalid, limit, maxWithPayload, audit.MaxLimit)
+		}
 	case "false", "0":
 		q.NoPayload = true
 	default:
@@ -477,12 +485,16 @@ func (h *handler) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	corr := r.PathValue("correlation")
-	q := audit.Query{CorrelationID: corr, Limit: maxTrace}
-	if err := q.Validate(); err != nil {
-		h.fail(w, r, err)
+	q := audit.Query{CorrelationID: corr, Limit: maxTrace, NoPayload: true}
+	switch p := r.URL.Query().Get("payload"); p {
+	case "", "false", "0":
+	case "true", "1":
+		q.Limit, q.NoPayload = maxWithPayload, false
+	default:
+		h.fail(w, r, fmt.Errorf("%w: payload %q: want true or false", ErrInvalid, p))
 		return
 	}
-	if err := h.traceBounds(r.URL.Query(), &q); err != nil {
+	if err := q.Validate(); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -499,17 +511,5 @@ func (h *handler) trace(w http.ResponseWriter, r *http.Request) {
 	if roots == nil {
 		roots = []*audit.Node{}
 	}
-	writeJSON(w, http.StatusOK, Trace{CorrelationID: corr, Events: len(recs), Truncated: len(recs) == maxTrace, Roots: roots})
-}
-
-// traceBounds applies the optional payload=false of a trace request.
-func (h *handler) traceBounds(v url.Values, q *audit.Query) error {
-	switch v.Get("payload") {
-	case "", "true", "1":
-	case "false", "0":
-		q.NoPayload = true
-	default:
-		return fmt.Errorf("%w: payload %q: want true or false", ErrInvalid, v.Get("payload"))
-	}
-	return nil
+	writeJSON(w, http.StatusOK, Trace{CorrelationID: corr, Events: len(recs), Truncated: len(recs) == q.Limit, Roots: roots})
 }

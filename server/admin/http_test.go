@@ -288,6 +288,8 @@ func TestAuditQueryValidation(t *testing.T) {
 		{"topic=t", false},
 		{"", false},
 		{"type=t&limit=10001", false},
+		{"type=t&limit=2000", false},
+		{"type=t&limit=2000&payload=false", true},
 		{"type=t&since=" + now.Format(time.RFC3339) + "&until=" + now.Format(time.RFC3339), false},
 		{"type=t&since=yesterday", false},
 		{"type=t&payload=maybe", false},
