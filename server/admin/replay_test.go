@@ -89,16 +89,25 @@ func TestRewindByTime(t *testing.T) {
 // from then on.
 func TestRewindGroupCreatedAtNew(t *testing.T) {
 	t.Parallel()
+	for name, keyOrder := range map[string]bool{"key-ordered": true, "work queue": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testRewindGroupCreatedAtNew(t, keyOrder)
+		})
+	}
+}
+
+func testRewindGroupCreatedAtNew(t *testing.T, keyOrder bool) {
 	e := newEnv(t)
 	ctx := t.Context()
 	topic := unique("rewind-new")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 3, 3)
 	g := unique("g")
-	rec := e.runGroup(t, topic, g)
+	rec := e.runGroup(t, topic, g, consumer.WithKeyOrder(keyOrder))
 	eventually(t, 10*time.Second, "the group's consumers", func() (bool, string) {
 		lags, err := e.svc.Lag(ctx, topic, g)
-		return err == nil && len(lags) == 1 && lags[0].Consumers == 4, fmt.Sprintf("%+v %v", lags, err)
+		return err == nil && len(lags) == 1 && lags[0].KeyOrdered == keyOrder, fmt.Sprintf("%+v %v", lags, err)
 	})
 	e.publishEvents(t, topic, "t.v1", 4, 3)
 	if got := sorted(rec.waitCount(t, 4)); !slices.Equal(got, seqRange(4, 7)) {
@@ -122,7 +131,7 @@ func TestRewindGroupCreatedAtNew(t *testing.T) {
 	if !res.Topics[0].Recreated || res.Topics[0].Seq != 1 {
 		t.Fatalf("rewind: %+v", res)
 	}
-	rec2 := e.runGroup(t, topic, g)
+	rec2 := e.runGroup(t, topic, g, consumer.WithKeyOrder(keyOrder))
 	if got := sorted(rec2.waitCount(t, 7)); !slices.Equal(got, seqRange(1, 7)) {
 		t.Fatalf("after the rewind to first: handled %v", got)
 	}
