@@ -791,3 +791,33 @@ func publishRange(t testing.TB, b broker.Publisher, topic string, from, to, keys
 		t.Errorf("publish %d..%d: %v", from, to, err)
 	}
 }
+
+// TestRedriveGroupIsHonoured: an event redriven for one group is handled
+// by that group only; the topic's other groups acknowledge it unhandled.
+func TestRedriveGroupIsHonoured(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := unique("redrive")
+	obs := map[string]*countingObserver{"billing": {}, "audit": {}}
+	handled := map[string]*atomic.Int32{"billing": {}, "audit": {}}
+	for g := range obs {
+		r, err := consumer.NewRouter(b, b, g, []string{topic}, consumer.WithStart(broker.FromFirst), consumer.WithObserver(obs[g]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.HandleAll(func(context.Context, *consumer.Message) error { handled[g].Add(1); return nil })
+		run(t, r)
+	}
+	e := event.New("test", "t.v1", nil)
+	h := map[string]string{consumer.HeaderRedriveGroup: "billing", consumer.HeaderRedrives: "1"}
+	event.NATS.Encode(e, h)
+	if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: e.Type, ID: "redrive:1", Header: h}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both groups to settle the redriven event", func() bool {
+		return obs["billing"].count(consumer.OutcomeAck) == 1 && obs["audit"].count(consumer.OutcomeSkipped) == 1
+	})
+	if handled["billing"].Load() != 1 || handled["audit"].Load() != 0 {
+		t.Fatalf("handled: billing %d, audit %d; want 1 and 0", handled["billing"].Load(), handled["audit"].Load())
+	}
+}

@@ -29,6 +29,10 @@ const (
 	// dead-letter queue; it is part of the dead letter's dedup id so an
 	// event that fails again after a redrive is dead-lettered again.
 	HeaderRedrives = "Herald-Redrives"
+	// HeaderRedriveGroup, on a redriven event, names the one group meant to
+	// handle it again; the topic's other groups acknowledge it unhandled
+	// (OutcomeSkipped), since they handled the original.
+	HeaderRedriveGroup = "Herald-Redrive-Group"
 )
 
 // DeadLetterTopic is the default dead-letter topic of topic: "<topic>.dlq".

@@ -33,10 +33,13 @@ const (
 	OutcomeUnknown
 	// OutcomeDuplicate: already handled by this group; acknowledged.
 	OutcomeDuplicate
+	// OutcomeSkipped: a redriven event meant for another group;
+	// acknowledged without running a handler.
+	OutcomeSkipped
 )
 
 // String returns the outcome's metric label: ack, retry, dlq, dropped,
-// unknown or duplicate.
+// unknown, duplicate or skipped.
 func (o Outcome) String() string {
 	switch o {
 	case OutcomeRetry:
@@ -49,6 +52,8 @@ func (o Outcome) String() string {
 		return "unknown"
 	case OutcomeDuplicate:
 		return "duplicate"
+	case OutcomeSkipped:
+		return "skipped"
 	default:
 		return "ack"
 	}
@@ -328,6 +333,10 @@ func (r *Router) Breaker() *Breaker { return r.breaker }
 func (r *Router) route(ctx context.Context, m *Message) error {
 	if m.DecodeErr != nil {
 		return Permanent(fmt.Errorf("poison message: %w", m.DecodeErr))
+	}
+	if g, ok := m.Raw.Header[HeaderRedriveGroup]; ok && g != r.group {
+		m.outcome = OutcomeSkipped
+		return nil
 	}
 	h := r.handlers[m.Event.Type]
 	if h == nil {

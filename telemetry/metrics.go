@@ -128,7 +128,7 @@ type consKey struct{ topic, group, typ string }
 // touches, so Received and Settled do one lookup each.
 type consSeries struct {
 	key          consKey
-	consumed     [consumer.OutcomeDuplicate + 1]prometheus.Counter
+	consumed     [consumer.OutcomeSkipped + 1]prometheus.Counter
 	handler      prometheus.Observer
 	endToEnd     prometheus.Observer
 	delivery     prometheus.Observer

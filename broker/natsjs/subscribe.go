@@ -15,6 +15,9 @@ import (
 	"github.com/heraldhq/herald/broker"
 )
 
+// pinIDHeader is added by the server to deliveries of pinned consumers.
+const pinIDHeader = "Nats-Pin-Id"
+
 // ConsumerName returns the durable consumer that holds group's position.
 func ConsumerName(group string) string { return strings.ReplaceAll(group, ".", "_") }
 
@@ -268,6 +271,8 @@ func (d *delivery) Message() *broker.Message {
 				m.ID = v[0]
 			case HeaderKey:
 				m.Key = v[0]
+			case pinIDHeader:
+				// Delivery metadata of pinned consumers, not the message's.
 			default:
 				m.Header[k] = v[0]
 			}

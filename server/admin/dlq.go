@@ -522,7 +522,7 @@ func (rd *redriver) flush(ctx context.Context) error {
 var failureHeaders = []string{
 	consumer.HeaderError, consumer.HeaderAttempts, consumer.HeaderFirstFailure, consumer.HeaderLastFailure,
 	consumer.HeaderHandler, consumer.HeaderGroup, consumer.HeaderOriginalTopic, consumer.HeaderOriginalSequence,
-	consumer.HeaderOriginalID, consumer.HeaderOriginalKey, consumer.HeaderRedrives, natsjs.HeaderKey,
+	consumer.HeaderOriginalID, consumer.HeaderOriginalKey, consumer.HeaderRedrives, consumer.HeaderRedriveGroup, natsjs.HeaderKey,
 }
 
 // redriveMessage rebuilds the original message of the dead letter m of
@@ -541,6 +541,7 @@ func redriveMessage(stream string, m *jetstream.RawStreamMsg) (*broker.Message, 
 		return nil, fmt.Errorf("subject %q: %w", m.Subject, err)
 	}
 	redrives, _ := strconv.Atoi(h.Get(consumer.HeaderRedrives))
+	group := h.Get(consumer.HeaderGroup)
 	key := h.Get(consumer.HeaderOriginalKey)
 	if key == "" {
 		key = h.Get(natsjs.HeaderKey)
@@ -556,6 +557,11 @@ func redriveMessage(stream string, m *jetstream.RawStreamMsg) (*broker.Message, 
 		delete(out, k)
 	}
 	out[consumer.HeaderRedrives] = strconv.Itoa(redrives + 1)
+	if group != "" {
+		// Only the group that failed handles it again; the topic's other
+		// groups acknowledge and skip it.
+		out[consumer.HeaderRedriveGroup] = group
+	}
 	return &broker.Message{
 		Topic:  topic,
 		Route:  route,
