@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +55,11 @@ type Config struct {
 	RegistryAddr string
 	// Durability of confirmed messages: natsjs.Fast (default) or Sync.
 	Durability natsjs.Durability
+	// BrokerURL, if set, runs the platform on an existing NATS JetStream
+	// server or cluster (nats:// or tls://, comma-separated URLs) instead
+	// of the embedded one: topics, the registry's bucket and the audit
+	// log's positions live there; NATSAddr and Durability are not used.
+	BrokerURL string
 	// Logger for the server. Default slog.Default().
 	Logger *slog.Logger
 	// TopicRetention sets the retention of these topics at start,
@@ -139,6 +145,16 @@ func New(cfg Config) (*Server, error) {
 	if _, err := natsjs.ParseDurability(string(cfg.Durability)); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	if cfg.BrokerURL != "" {
+		scheme, _, _ := strings.Cut(cfg.BrokerURL, "://")
+		switch scheme {
+		case "nats", "tls":
+		case "kafka", "amqp", "amqps":
+			return nil, fmt.Errorf("server: --broker %q: the platform (registry, admin API, audit log) keeps its state in JetStream, so herald serve runs on the embedded server or a nats:// cluster; services reach Kafka or RabbitMQ with the SDK directly: herald.Connect with a %s:// URL", cfg.BrokerURL, scheme)
+		default:
+			return nil, fmt.Errorf("server: --broker %q: want nats://host:port[,host:port] or tls://host:port", cfg.BrokerURL)
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -180,18 +196,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.regLn, err = listen("registry", "--registry-addr", s.cfg.RegistryAddr); err != nil {
 		return err
 	}
-	s.emb, err = natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{
-		DataDir:    s.cfg.DataDir,
-		Addr:       s.cfg.NATSAddr,
-		Durability: s.cfg.Durability,
-		Logger:     s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	s.broker, err = natsjs.New(ctx, natsjs.WithEmbedded(s.emb), natsjs.WithLogger(s.log))
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
+	if s.cfg.BrokerURL != "" {
+		s.broker, err = natsjs.New(ctx, natsjs.WithURL(s.cfg.BrokerURL), natsjs.WithLogger(s.log))
+		if err != nil {
+			return fmt.Errorf("server: --broker: %w", err)
+		}
+	} else {
+		s.emb, err = natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{
+			DataDir:    s.cfg.DataDir,
+			Addr:       s.cfg.NATSAddr,
+			Durability: s.cfg.Durability,
+			Logger:     s.log,
+		})
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		s.broker, err = natsjs.New(ctx, natsjs.WithEmbedded(s.emb), natsjs.WithLogger(s.log))
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 	}
 	store, err := schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket)
 	if err != nil {
@@ -224,7 +247,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.serve(s.httpSrv, s.httpLn)
 	s.serve(s.regSrv, s.regLn)
 	s.log.Info("herald started",
-		"nats", s.emb.ClientURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
+		"nats", s.NATSURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
 		"data_dir", s.cfg.DataDir, "durability", string(s.cfg.Durability))
 	return nil
 }
@@ -336,7 +359,7 @@ func (s *Server) routes() {
 // Ready reports nil when the broker accepts work: the embedded server runs
 // and JetStream answers.
 func (s *Server) Ready(ctx context.Context) error {
-	if s.emb == nil || !s.emb.Ready() {
+	if s.broker == nil || (s.emb != nil && !s.emb.Ready()) || (s.emb == nil && !s.broker.Conn().IsConnected()) {
 		return errors.New("jetstream is not running")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -354,7 +377,12 @@ func (s *Server) Broker() *natsjs.Broker { return s.broker }
 func (s *Server) Embedded() *natsjs.Embedded { return s.emb }
 
 // NATSURL returns the URL NATS clients use.
-func (s *Server) NATSURL() string { return s.emb.ClientURL() }
+func (s *Server) NATSURL() string {
+	if s.emb == nil {
+		return s.cfg.BrokerURL
+	}
+	return s.emb.ClientURL()
+}
 
 // AdminURL returns the base URL of the admin HTTP server.
 func (s *Server) AdminURL() string {

@@ -341,3 +341,38 @@ func TestServeRegistryKeepsSchemasAcrossRestart(t *testing.T) {
 		t.Fatalf("schema list after restart: %v %q", err, out)
 	}
 }
+
+// TestServeOnAnExistingNATS runs serve on a NATS server it did not start
+// (--broker): the registry keeps its schemas there, and Kafka or RabbitMQ
+// URLs are refused with a clear error.
+func TestServeOnAnExistingNATS(t *testing.T) {
+	t.Parallel()
+	emb, err := natsjs.RunEmbedded(t.Context(), natsjs.EmbeddedConfig{DataDir: t.TempDir(), Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	p := startServe(t, t.TempDir(), "--broker", emb.ClientURL())
+	if p.state.NATSURL != emb.ClientURL() {
+		t.Fatalf("serve reports NATS at %s, want the existing server %s", p.state.NATSURL, emb.ClientURL())
+	}
+	avsc := filepath.Join(t.TempDir(), "a.avsc")
+	if err := os.WriteFile(avsc, []byte(`{"type":"record","name":"A","fields":[{"name":"x","type":"int"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := runHerald(t, "", "schema", "register", "--registry-url", p.state.RegistryURL, "a-value", avsc); err != nil {
+		t.Fatalf("schema register: %v\n%s", err, errOut)
+	}
+	b, err := natsjs.New(t.Context(), natsjs.WithEmbedded(emb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.JetStream().KeyValue(t.Context(), "herald_schemas"); err != nil {
+		t.Fatalf("the registry's bucket is not on the existing server: %v", err)
+	}
+	_, errOut, err := runHerald(t, "", "serve", "--data-dir", t.TempDir(), "--broker", "kafka://127.0.0.1:9092", "--http-addr", "127.0.0.1:0", "--registry-addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(errOut, "herald.Connect") {
+		t.Fatalf("serve --broker kafka://: %v %q; want a refusal that points to the SDK", err, errOut)
+	}
+}

@@ -23,6 +23,7 @@ type serveFlags struct {
 	httpAddr     string
 	registryAddr string
 	durability   string
+	brokerURL    string
 	logLevel     string
 	logFormat    string
 	ops          opsFlags
@@ -35,6 +36,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.httpAddr, "http-addr", defaults.httpAddr, "admin API, health checks and metrics listen address")
 	fl.StringVar(&f.registryAddr, "registry-addr", defaults.registryAddr, "schema registry listen address")
 	fl.StringVar(&f.durability, "durability", "fast", "when a publish is confirmed: fast (written to the OS, fsync every second) or sync (fsynced)")
+	fl.StringVar(&f.brokerURL, "broker", "", "run on an existing NATS JetStream server or cluster (nats://host:port[,host:port]) instead of the embedded one")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	f.ops.register(cmd)
@@ -70,6 +72,7 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 		HTTPAddr:     f.httpAddr,
 		RegistryAddr: f.registryAddr,
 		Durability:   d,
+		BrokerURL:    f.brokerURL,
 		Logger:       log,
 	}
 	return cfg, f.ops.apply(&cfg)
