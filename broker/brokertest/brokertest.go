@@ -53,6 +53,10 @@ type Features struct {
 	Timeout time.Duration
 	// TopicPrefix is prepended to the unique topic names the suite makes.
 	TopicPrefix string
+	// AckWait of the suite's subscriptions, except in the tests that
+	// measure redelivery. Default 5s; raise it for slow brokers (a cluster
+	// on a loaded machine), where an expired ack wait would redeliver.
+	AckWait time.Duration
 }
 
 // NewBroker returns a broker for one test; it is closed with t.Cleanup by
@@ -66,6 +70,9 @@ func Run(t *testing.T, newBroker NewBroker, f Features) {
 	}
 	if f.Timeout == 0 {
 		f.Timeout = 20 * time.Second
+	}
+	if f.AckWait == 0 {
+		f.AckWait = 5 * time.Second
 	}
 	tests := []struct {
 		name string
@@ -144,7 +151,7 @@ func (s *suite) publish(t *testing.T, from, to int, key func(i int) string) {
 
 func (s *suite) subscribe(t *testing.T, group string, mod func(*broker.SubscribeOptions)) broker.Subscription {
 	t.Helper()
-	o := broker.SubscribeOptions{Group: group, Start: broker.FromFirst, AckWait: 5 * time.Second}
+	o := broker.SubscribeOptions{Group: group, Start: broker.FromFirst, AckWait: s.f.AckWait}
 	if mod != nil {
 		mod(&o)
 	}

@@ -93,7 +93,7 @@ func TestConformanceCluster(t *testing.T) {
 	url := strings.Join(urls, ",")
 	brokertest.Run(t, func(t *testing.T) broker.Broker {
 		return newBroker(t, natsjs.WithURL(url), natsjs.WithTopicDefaults(broker.TopicConfig{Replicas: 3}), natsjs.WithReadyTimeout(30*time.Second))
-	}, brokertest.Features{Timeout: 30 * time.Second})
+	}, brokertest.Features{Timeout: 30 * time.Second, AckWait: 30 * time.Second})
 }
 
 // TestClusterSurvivesANode publishes to a replicated topic, stops the

@@ -413,6 +413,15 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, want.Name)
 		}
+		if err == nil {
+			err = waitLeader(ctx, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+				info, err := s.Info(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return info.Cluster, nil
+			})
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: topic %q: stream %q: %w", topic, want.Name, err)
@@ -479,7 +488,14 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			fail(i, fmt.Errorf("natsjs: publish to %q: %w", msgs[i].Topic, err))
+			if errors.Is(err, jetstream.ErrNoStreamResponse) {
+				// The stream has no leader right now (an election): the
+				// message was not stored, so sending it again is safe.
+				err = b.republish(ctx, f.Msg())
+			}
+			if err != nil {
+				fail(i, fmt.Errorf("natsjs: publish to %q: %w", msgs[i].Topic, err))
+			}
 		case <-ctx.Done():
 			for j := i; j < len(futs); j++ {
 				if futs[j] != nil {
@@ -493,6 +509,27 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		return nil
 	}
 	return broker.NewPublishError(errs)
+}
+
+// republish sends m again, synchronously, while the stream answers "no
+// responders", until the publish timeout or ctx ends.
+func (b *Broker) republish(ctx context.Context, m *nats.Msg) error {
+	deadline := time.Now().Add(b.pubWait)
+	wait := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		_, err := b.js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil || !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // toNATSHeader converts m's header, ID and key with two allocations: the
@@ -566,4 +603,26 @@ func (b *Broker) closeConn() {
 		b.nc.Close()
 	}
 	<-b.connClosed
+}
+
+// waitLeader waits (up to 10s) until a replicated stream or consumer has
+// elected a leader: in a cluster, using one right after creating it would
+// otherwise fail with "no responders" or lose the first pull request.
+func waitLeader(ctx context.Context, info func(context.Context) (*jetstream.ClusterInfo, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		ci, err := info(ctx)
+		if err == nil && (ci == nil || ci.Leader != "") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("no leader elected: %w", ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }

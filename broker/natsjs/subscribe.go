@@ -50,6 +50,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 	}
 	cc, err := cons.Consume(s.receive,
 		jetstream.PullMaxMessages(opts.MaxInFlight),
+		// Short pulls notice a consumer leader change within seconds.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				b.log.Debug("natsjs: consume", "topic", topic, "group", opts.Group, "error", err)
@@ -139,6 +141,15 @@ func (b *Broker) ensureConsumer(ctx context.Context, si *streamInfo, name string
 	}
 	apply(&cfg)
 	c, err := b.js.CreateOrUpdateConsumer(ctx, si.name, cfg)
+	if err == nil {
+		err = waitLeader(ctx, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+			info, err := c.Info(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return info.Cluster, nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: topic %q group %q: create consumer %q: %w", si.topic, o.Group, name, err)
 	}
