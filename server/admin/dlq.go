@@ -518,7 +518,8 @@ func (rd *redriver) flush(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// failureHeaders are removed from a redriven message.
+// failureHeaders are removed from a redriven message; the last three are
+// then set again (redrive count, redrive group, key).
 var failureHeaders = []string{
 	consumer.HeaderError, consumer.HeaderAttempts, consumer.HeaderFirstFailure, consumer.HeaderLastFailure,
 	consumer.HeaderHandler, consumer.HeaderGroup, consumer.HeaderOriginalTopic, consumer.HeaderOriginalSequence,
