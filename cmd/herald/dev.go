@@ -9,6 +9,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/examples/shop"
+	"github.com/heraldhq/herald/telemetry"
 )
 
 func newDevCmd(a *app) *cobra.Command {
@@ -51,11 +52,16 @@ unless --keep is given.`,
 			demoDone := make(chan error, 1)
 			demoNote := "off (--demo-rate 0)"
 			if demoRate > 0 {
-				c, err := herald.Connect(cmd.Context(), herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log})
+				// The demo reports to the server's /metrics like a service would.
+				m, err := telemetry.NewMetrics(srv.Metrics())
 				if err != nil {
 					return err
 				}
-				demo := shop.New(c, shop.Config{Rate: demoRate, Logger: log})
+				c, err := herald.Connect(cmd.Context(), herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log, Hooks: []herald.PublishHook{m}})
+				if err != nil {
+					return err
+				}
+				demo := shop.New(c, shop.Config{Rate: demoRate, Logger: log, Options: []consumer.Option{consumer.WithObserver(m)}})
 				go func() { demoDone <- demo.Run(cmd.Context()) }()
 				demoNote = fmt.Sprintf("the shop example at %g orders/s; every 7th notification fails on purpose into %s", demoRate, consumer.DeadLetterTopic(shop.TopicShipping))
 			} else {
