@@ -9,19 +9,21 @@ import (
 )
 
 // BenchmarkEndToEnd publishes 256-byte events with the SDK to a router
-// (at-least-once, retry + dead-letter middleware, per-key order) that
-// acknowledges them, beside the raw nats.go JetStream client doing the same
-// loop, in the same run, over TCP loopback to an embedded server.
+// (at-least-once, retry + dead-letter middleware) that acknowledges them,
+// beside the raw nats.go JetStream client doing the same loop, in the same
+// run, over TCP loopback to an embedded server; the -keyorder cases add
+// per-key order across instances.
 //
 //	go test -run '^$' -bench EndToEnd -benchtime 1x ./consumer
 func BenchmarkEndToEnd(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		rate int
-	}{{"max", 0}, {"rate5000", 5000}} {
+		name     string
+		rate     int
+		keyOrder bool
+	}{{"max", 0, false}, {"rate5000", 5000, false}, {"max-keyorder", 0, true}, {"rate5000-keyorder", 5000, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			for range b.N {
-				res, err := e2ebench.Run(context.Background(), e2ebench.Config{Duration: 10 * time.Second, Rate: tc.rate})
+				res, err := e2ebench.Run(context.Background(), e2ebench.Config{Duration: 10 * time.Second, Rate: tc.rate, KeyOrder: tc.keyOrder})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -34,6 +36,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 				b.ReportMetric(res.P50us, "p50-µs")
 				b.ReportMetric(res.P99us, "p99-µs")
 				b.ReportMetric(res.RawP99us, "raw-p99-µs")
+				b.ReportMetric(res.Herald.CPUus, "cpu-µs/event")
+				b.ReportMetric(res.Raw.CPUus, "raw-cpu-µs/event")
 			}
 		})
 	}

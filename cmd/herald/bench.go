@@ -28,8 +28,10 @@ func newBenchE2ECmd(a *app) *cobra.Command {
 		Use:   "e2e",
 		Short: "Publish -> router -> ack end to end, beside the raw nats.go client",
 		Long: `Publish events with the SDK to a router (at-least-once, retry and dead-letter
-middleware on, per-key order on) that acknowledges them, and do the same loop
-with the raw nats.go JetStream client against the same server in the same run.
+middleware on, per-key order within the instance) that acknowledges them, and
+do the same loop with the raw nats.go JetStream client (one consumer, a work
+queue) against the same server in the same run. --key-order adds per-key order
+across instances (the router's default), which the raw loop does not offer.
 Prints throughput, latency percentiles (publish start to handler) and lost
 events (must be 0) for both.
 
@@ -73,7 +75,7 @@ directory. --rate 0 publishes as fast as confirmations allow.`,
 	fl.IntVar(&cfg.Batch, "batch", 100, "events per publish call at full speed")
 	fl.IntVar(&cfg.Keys, "keys", 1024, "distinct partition keys")
 	fl.IntVar(&cfg.Partitions, "partitions", 0, "partitions of the Herald topic (0: the broker's default)")
-	fl.BoolVar(&cfg.NoKeyOrder, "no-key-order", false, "turn the router's per-key order across instances off (a plain work queue)")
+	fl.BoolVar(&cfg.KeyOrder, "key-order", false, "also keep per-key order across instances (pinned partition consumers), to measure its cost")
 	fl.BoolVar(&asJSON, "json", false, "print one JSON object (same as -o json)")
 	return cmd
 }

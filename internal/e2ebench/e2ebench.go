@@ -1,8 +1,9 @@
 // Package e2ebench measures Herald end to end: events published with the
 // SDK, consumed by a router (at-least-once, retry and dead-letter
-// middleware on, per-key order on) and acknowledged; beside the raw nats.go
-// JetStream client doing the same loop against the same server in the same
-// run. `herald bench e2e` and the consumer package's benchmark use it.
+// middleware on, per-key order within the instance) and acknowledged;
+// beside the raw nats.go JetStream client doing the same loop against the
+// same server in the same run. Config.KeyOrder adds per-key order across
+// instances. `herald bench e2e` and the consumer package's benchmark use it.
 package e2ebench
 
 import (
@@ -49,9 +50,11 @@ type Config struct {
 	Keys int
 	// Partitions of the Herald topic; 0 means the broker's default.
 	Partitions int
-	// NoKeyOrder turns the router's per-key order across instances off
-	// (the group becomes a plain work queue), to measure what it costs.
-	NoKeyOrder bool
+	// KeyOrder turns on the router's per-key order across instances
+	// (pinned partition consumers). Off by default: the raw loop it is
+	// compared with is a plain work queue, so off is the like-for-like
+	// comparison; on measures what the guarantee costs.
+	KeyOrder bool
 	// Progress, if set, receives a line per phase.
 	Progress func(string)
 }
@@ -399,7 +402,7 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		return Side{}, err
 	}
 	rec := newRecorder(cfg.Rate * int(cfg.Duration.Seconds()+1))
-	r, err := c.Router("bench", []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet), consumer.WithKeyOrder(!cfg.NoKeyOrder))
+	r, err := c.Router("bench", []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet), consumer.WithKeyOrder(cfg.KeyOrder))
 	if err != nil {
 		return Side{}, err
 	}
