@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server/admin"
@@ -55,10 +57,15 @@ type Config struct {
 	RegistryAddr string
 	// Durability of confirmed messages: natsjs.Fast (default) or Sync.
 	Durability natsjs.Durability
-	// BrokerURL, if set, runs the platform on an existing NATS JetStream
-	// server or cluster (nats:// or tls://, comma-separated URLs) instead
-	// of the embedded one: topics, the registry's bucket and the audit
-	// log's positions live there; NATSAddr and Durability are not used.
+	// BrokerURL selects where events live, by scheme. nats:// or tls://
+	// (comma-separated URLs) runs the whole platform on an existing
+	// JetStream server or cluster instead of the embedded one; NATSAddr
+	// and Durability are then not used. kafka:// or amqp:// (amqps://)
+	// point the platform at Kafka or RabbitMQ for events: the embedded
+	// JetStream still keeps Herald's own state (registry, audit
+	// positions), readiness checks the broker too, and the CLI publishes
+	// and subscribes there; dead-letter, replay, lag and audit tools work
+	// on JetStream topics only.
 	BrokerURL string
 	// Logger for the server. Default slog.Default().
 	Logger *slog.Logger
@@ -112,6 +119,7 @@ type Server struct {
 	regSrv   *http.Server
 	regLn    net.Listener
 	registry *schema.Registry
+	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
 	mux      *http.ServeMux
 	metrics  *prometheus.Registry
 	admin    *admin.Service
@@ -148,11 +156,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BrokerURL != "" {
 		scheme, _, _ := strings.Cut(cfg.BrokerURL, "://")
 		switch scheme {
-		case "nats", "tls":
-		case "kafka", "amqp", "amqps":
-			return nil, fmt.Errorf("server: --broker %q: the platform (registry, admin API, audit log) keeps its state in JetStream, so herald serve runs on the embedded server or a nats:// cluster; services reach Kafka or RabbitMQ with the SDK directly: herald.Connect with a %s:// URL", cfg.BrokerURL, scheme)
+		case "nats", "tls", "kafka", "amqp", "amqps":
 		default:
-			return nil, fmt.Errorf("server: --broker %q: want nats://host:port[,host:port] or tls://host:port", cfg.BrokerURL)
+			return nil, fmt.Errorf("server: --broker %q: want nats://, tls://, kafka:// or amqp:// (amqps://)", cfg.BrokerURL)
 		}
 	}
 	if cfg.Logger == nil {
@@ -196,7 +202,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.regLn, err = listen("registry", "--registry-addr", s.cfg.RegistryAddr); err != nil {
 		return err
 	}
-	if s.cfg.BrokerURL != "" {
+	if s.externalNATS() {
 		s.broker, err = natsjs.New(ctx, natsjs.WithURL(s.cfg.BrokerURL), natsjs.WithLogger(s.log))
 		if err != nil {
 			return fmt.Errorf("server: --broker: %w", err)
@@ -215,6 +221,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
+	}
+	if err := s.openEvents(ctx); err != nil {
+		return err
 	}
 	store, err := schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket)
 	if err != nil {
@@ -247,7 +256,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.serve(s.httpSrv, s.httpLn)
 	s.serve(s.regSrv, s.regLn)
 	s.log.Info("herald started",
-		"nats", s.NATSURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
+		"nats", s.NATSURL(), "events", s.EventsURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
 		"data_dir", s.cfg.DataDir, "durability", string(s.cfg.Durability))
 	return nil
 }
@@ -356,8 +365,44 @@ func (s *Server) routes() {
 	})
 }
 
+// externalNATS reports whether the platform runs on a JetStream it did
+// not start.
+func (s *Server) externalNATS() bool {
+	scheme, _, _ := strings.Cut(s.cfg.BrokerURL, "://")
+	return scheme == "nats" || scheme == "tls"
+}
+
+// openEvents connects to the Kafka or RabbitMQ broker events live on,
+// if Config.BrokerURL names one.
+func (s *Server) openEvents(ctx context.Context) error {
+	if s.cfg.BrokerURL == "" || s.externalNATS() {
+		return nil
+	}
+	b, _, err := herald.OpenBroker(ctx, s.cfg.BrokerURL, s.log)
+	if err != nil {
+		return fmt.Errorf("server: --broker: %w", err)
+	}
+	s.events = b
+	return nil
+}
+
+// EventsURL returns the URL of the broker events live on: the Kafka or
+// RabbitMQ URL given, else the NATS URL.
+func (s *Server) EventsURL() string {
+	if s.events != nil {
+		return s.cfg.BrokerURL
+	}
+	return s.NATSURL()
+}
+
+// pinger is implemented by brokers that can check their connection.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Ready reports nil when the broker accepts work: the embedded server runs
-// and JetStream answers.
+// and JetStream answers, and a Kafka or RabbitMQ broker events live on
+// answers too.
 func (s *Server) Ready(ctx context.Context) error {
 	if s.broker == nil || (s.emb != nil && !s.emb.Ready()) || (s.emb == nil && !s.broker.Conn().IsConnected()) {
 		return errors.New("jetstream is not running")
@@ -366,6 +411,11 @@ func (s *Server) Ready(ctx context.Context) error {
 	defer cancel()
 	if _, err := s.broker.JetStream().AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream does not answer: %w", err)
+	}
+	if p, ok := s.events.(pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			return fmt.Errorf("broker %s does not answer: %w", s.cfg.BrokerURL, err)
+		}
 	}
 	return nil
 }
@@ -445,6 +495,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if s.registry != nil {
 			_ = s.registry.Close()
+		}
+		if s.events != nil {
+			_ = s.events.Close()
 		}
 		if s.broker != nil {
 			_ = s.broker.Close()

@@ -147,6 +147,14 @@ func (c *config) producerOpts() []kgo.Opt {
 // for admin tasks the adapter does not cover. Do not close it.
 func (b *Broker) Client() *kgo.Client { return b.cl }
 
+// Ping checks that a seed broker answers.
+func (b *Broker) Ping(ctx context.Context) error {
+	if err := b.cl.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: ping: %w: %w", broker.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Close closes every subscription and the clients. Deliveries not yet
 // settled are redelivered to their groups.
 func (b *Broker) Close() error {

@@ -414,3 +414,11 @@ func isNotFound(err error) bool {
 	var ae *amqp.Error
 	return errors.As(err, &ae) && ae.Code == amqp.NotFound
 }
+
+// Ping checks that the broker answers, opening a channel if needed.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
+	return b.withTopo(ctx, func(*amqp.Channel) error { return nil })
+}

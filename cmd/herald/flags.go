@@ -38,8 +38,13 @@ func (a *app) brokerURL() string {
 	if a.url != "" {
 		return a.url
 	}
-	if s, err := localstate.Read(); err == nil && s.NATSURL != "" {
-		return s.NATSURL
+	if s, err := localstate.Read(); err == nil {
+		if s.BrokerURL != "" {
+			return s.BrokerURL
+		}
+		if s.NATSURL != "" {
+			return s.NATSURL
+		}
 	}
 	return "nats://127.0.0.1:4222"
 }

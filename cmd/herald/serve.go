@@ -36,7 +36,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.httpAddr, "http-addr", defaults.httpAddr, "admin API, health checks and metrics listen address")
 	fl.StringVar(&f.registryAddr, "registry-addr", defaults.registryAddr, "schema registry listen address")
 	fl.StringVar(&f.durability, "durability", "fast", "when a publish is confirmed: fast (written to the OS, fsync every second) or sync (fsynced)")
-	fl.StringVar(&f.brokerURL, "broker", "", "run on an existing NATS JetStream server or cluster (nats://host:port[,host:port]) instead of the embedded one")
+	fl.StringVar(&f.brokerURL, "broker", "", "where events live: nats://host:port[,host:port] runs on an existing JetStream cluster instead of the embedded one; kafka://host:port or amqp://user:pass@host:port/vhost points pub/sub and readiness at Kafka or RabbitMQ (Herald's own state stays in the embedded JetStream)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	f.ops.register(cmd)
@@ -110,8 +110,8 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  admin:    %s\n  registry: %s\n  data dir: %s\n",
-				srv.NATSURL(), srv.AdminURL(), srv.RegistryURL(), cfg.DataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  events:   %s\n  admin:    %s\n  registry: %s\n  data dir: %s\n",
+				srv.NATSURL(), srv.EventsURL(), srv.AdminURL(), srv.RegistryURL(), cfg.DataDir)
 			return waitAndStop(cmd.Context(), srv)
 		},
 	}
@@ -134,6 +134,9 @@ func startServer(ctx context.Context, cfg server.Config) (*server.Server, error)
 		return nil, err
 	}
 	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), RegistryURL: srv.RegistryURL(), DataDir: cfg.DataDir}
+	if u := srv.EventsURL(); u != srv.NATSURL() {
+		st.BrokerURL = u
+	}
 	if err := localstate.Write(st); err != nil {
 		cfg.Logger.Warn("cannot record the local addresses; CLI commands will need --url", "error", err)
 	}

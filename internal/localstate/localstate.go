@@ -15,8 +15,11 @@ import (
 
 // State is what a running Herald publishes about itself.
 type State struct {
-	PID         int    `json:"pid"`
-	NATSURL     string `json:"nats_url"`
+	PID     int    `json:"pid"`
+	NATSURL string `json:"nats_url"`
+	// BrokerURL is where events live when that is not NATS (kafka://,
+	// amqp://); CLI commands publish and subscribe there.
+	BrokerURL   string `json:"broker_url,omitempty"`
 	AdminURL    string `json:"admin_url"`
 	RegistryURL string `json:"registry_url,omitempty"`
 	DataDir     string `json:"data_dir"`
