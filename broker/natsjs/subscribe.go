@@ -272,7 +272,15 @@ func (d *delivery) Message() *broker.Message {
 	}
 	hdr := d.m.Headers()
 	if len(hdr) > 0 {
-		m.Header = make(map[string]string, len(hdr))
+		// Size the map for what it keeps: a map of up to 8 entries is one
+		// allocation group, and most events have 7 attribute headers.
+		n := len(hdr)
+		for _, k := range [...]string{jetstream.MsgIDHeader, HeaderKey, pinIDHeader} {
+			if _, ok := hdr[k]; ok {
+				n--
+			}
+		}
+		m.Header = make(map[string]string, n)
 		for k, v := range hdr {
 			if len(v) == 0 {
 				continue
