@@ -12,39 +12,62 @@ import (
 // queued behind slow ones therefore never hits its ack wait while its
 // subscription lives, and the deadlines keep stream order, so if the
 // process dies they are redelivered in order.
+//
+// Deliveries are linked into a list through their own fields: adding and
+// removing one allocates nothing and hashes nothing.
 type tracker struct {
-	mu sync.Mutex
-	m  map[*delivery]struct{}
+	mu         sync.Mutex
+	head, tail *delivery
+	n          int
 }
 
-func newTracker() *tracker { return &tracker{m: map[*delivery]struct{}{}} }
+func newTracker() *tracker { return &tracker{} }
 
 func (t *tracker) add(d *delivery) {
 	t.mu.Lock()
-	t.m[d] = struct{}{}
+	d.prev, d.next = t.tail, nil
+	if t.tail != nil {
+		t.tail.next = d
+	} else {
+		t.head = d
+	}
+	t.tail = d
+	t.n++
 	t.mu.Unlock()
 }
 
 func (t *tracker) remove(d *delivery) {
 	t.mu.Lock()
-	delete(t.m, d)
+	if d.prev != nil {
+		d.prev.next = d.next
+	} else if t.head == d {
+		t.head = d.next
+	}
+	if d.next != nil {
+		d.next.prev = d.prev
+	} else if t.tail == d {
+		t.tail = d.prev
+	}
+	d.prev, d.next = nil, nil
+	t.n--
 	t.mu.Unlock()
 }
 
 func (t *tracker) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.m)
+	return t.n
 }
 
 // touch signals progress for every tracked delivery in stream order.
 func (t *tracker) touch() {
 	t.mu.Lock()
-	ds := make([]*delivery, 0, len(t.m))
-	for d := range t.m {
+	ds := make([]*delivery, 0, t.n)
+	for d := t.head; d != nil; d = d.next {
 		ds = append(ds, d)
 	}
 	t.mu.Unlock()
+	// Arrival order is stream order except for redeliveries.
 	slices.SortFunc(ds, func(a, b *delivery) int {
 		sa, sb := a.Sequence(), b.Sequence()
 		switch {

@@ -237,6 +237,9 @@ type delivery struct {
 	tr      *tracker
 	part    *partition
 	settled atomic.Bool
+	// prev and next link the delivery into its tracker; guarded by the
+	// tracker's mutex.
+	prev, next *delivery
 }
 
 // done records that the delivery was settled (once).
