@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testenv"
 
 	"go.uber.org/goleak"
 
@@ -25,30 +26,10 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-sdk-test-")
-	if err != nil {
-		panic(err)
-	}
-	emb, err = natsjs.RunEmbedded(context.Background(), natsjs.EmbeddedConfig{DataDir: dir, Addr: "127.0.0.1:0"})
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	emb.Shutdown()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-			goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{Addr: "127.0.0.1:0"}, func(e *natsjs.Embedded) { emb = e },
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 }
 
 func client(t *testing.T, cfg herald.Config) *herald.Client {
@@ -69,15 +50,7 @@ func client(t *testing.T, cfg herald.Config) *herald.Client {
 
 func runRouter(t *testing.T, r *consumer.Router) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testenv.RunRouter(t, r)
 }
 
 func TestConnectErrors(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
@@ -32,27 +30,7 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-consumer-test-")
-	if err != nil {
-		panic(err)
-	}
-	emb, err = natsjs.RunEmbedded(context.Background(), natsjs.EmbeddedConfig{DataDir: dir})
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	emb.Shutdown()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-			goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-		); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e })
 }
 
 func newBroker(t testing.TB) *natsjs.Broker {
@@ -103,36 +81,16 @@ func publish(t testing.TB, b broker.Publisher, topic, typ string, n int, key fun
 	return evs
 }
 
-// run starts r in the background and returns a stop function that cancels
-// it and waits for Run to return.
+// run starts r in the background until the test ends; see
+// testenv.RunRouter.
 func run(t testing.TB, r *consumer.Router) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunRouter(t, r)
 }
 
-// eventually polls cond every 10ms until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // dlqReader reads the dead-letter topic of topic.

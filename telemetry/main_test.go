@@ -4,13 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/heraldhq/herald/internal/testenv"
 
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
@@ -21,27 +18,7 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-telemetry-test-")
-	if err != nil {
-		panic(err)
-	}
-	emb, err = natsjs.RunEmbedded(context.Background(), natsjs.EmbeddedConfig{DataDir: dir})
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	emb.Shutdown()
-	_ = os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-			goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-		); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e })
 }
 
 func newBroker(t testing.TB) *natsjs.Broker {
@@ -75,35 +52,14 @@ func deleteTopics(t testing.TB, b *natsjs.Broker, topics ...string) {
 	})
 }
 
-// run starts r and returns a function that stops it and waits for Run to
-// return; it also runs at cleanup.
+// run starts r in the background until the test ends; see
+// testenv.RunRouter.
 func run(t testing.TB, r *consumer.Router) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunRouter(t, r)
 }
 
-// eventually polls cond every 10ms until it holds, failing the test after
-// timeout with what was awaited.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }

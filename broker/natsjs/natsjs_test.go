@@ -24,14 +24,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server keeps a few process-wide goroutines after Shutdown.
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server/stree.init"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.NATSLeaks()...) }
 
 func embedded(t testing.TB, cfg natsjs.EmbeddedConfig) *natsjs.Embedded {
 	t.Helper()

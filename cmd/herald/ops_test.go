@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
+
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
@@ -72,10 +74,7 @@ func connect(t *testing.T, p *proc) *herald.Client {
 // runRouter runs r until the test ends.
 func runRouter(t *testing.T, r *consumer.Router) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = r.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	testenv.RunRouter(t, r)
 }
 
 func publish(t *testing.T, c *herald.Client, topic, typ string, n int, corr string) []*event.Event {

@@ -5,13 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/heraldhq/herald/internal/testenv"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
@@ -22,27 +21,7 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-admin-test-")
-	if err != nil {
-		panic(err)
-	}
-	emb, err = natsjs.RunEmbedded(context.Background(), natsjs.EmbeddedConfig{DataDir: dir})
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	emb.Shutdown()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-			goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-		); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e })
 }
 
 // env is a broker and a service over the package's embedded server.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,29 +22,9 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-audit-test-")
-	if err != nil {
-		panic(err)
-	}
-	emb, err = natsjs.RunEmbedded(context.Background(), natsjs.EmbeddedConfig{DataDir: dir})
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	emb.Shutdown()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-			goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushLoop"),
-			// database/sql keeps a connection opener per open DB until Close.
-			goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-		); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e },
+		// database/sql keeps a connection opener per open DB until Close.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 
 func unique(prefix string) string {
