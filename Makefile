@@ -23,9 +23,19 @@ lint:
 bench:
 	go test -run '^$$' -bench . -benchmem ./...
 
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one target per run).
+FUZZTIME ?= 30s
 fuzz:
-	go test -run '^$$' -fuzz FuzzBinaryDecode -fuzztime 30s ./event
-	go test -run '^$$' -fuzz FuzzUnmarshalJSON -fuzztime 30s ./event
+	@set -e; for t in \
+		./event:FuzzBinaryDecode ./event:FuzzUnmarshalJSON \
+		./schema/avro:FuzzParse ./schema/jsonschema:FuzzParse ./schema/jsonschema:FuzzFastValidator \
+		./schema/protobuf:FuzzParse ./schema/serde:FuzzParseFrame ./schema/serde:FuzzDecode \
+		./server/registry:FuzzHandler ./server/admin:FuzzParseFilter ./server/admin:FuzzParseEntryID \
+		./server/admin:FuzzParseAuditQuery ./server/admin:FuzzDecodeRequests ./server/admin:FuzzParseTopicRetention \
+		./server/audit:FuzzQueryCursor ./broker/kafka:FuzzDecodeMeta ./idempotency/natskv:FuzzDecode; do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
+		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 run:
 	go run ./cmd/herald dev
