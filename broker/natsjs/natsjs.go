@@ -450,6 +450,7 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 // window (a duplicate is confirmed, not stored again).
 func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 	futs := make([]jetstream.PubAckFuture, len(msgs))
+	hdrs := make([]*hdrBuf, len(msgs))
 	var errs []error
 	fail := func(i int, err error) {
 		if errs == nil {
@@ -470,16 +471,21 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 				continue
 			}
 		}
-		nm := &nats.Msg{Subject: si.subject(m.Key, m.Route), Data: m.Data, Header: toNATSHeader(m)}
+		hb := toNATSHeader(m)
+		nm := &nats.Msg{Subject: si.subject(m.Key, m.Route), Data: m.Data}
+		if hb != nil {
+			nm.Header = hb.h
+		}
 		f, err := b.js.PublishMsgAsync(nm)
 		if err != nil {
+			hb.release()
 			if errors.Is(err, nats.ErrMaxPayload) {
 				err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
 			}
 			fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
 			continue
 		}
-		futs[i] = f
+		futs[i], hdrs[i] = f, hb
 	}
 	for i, f := range futs {
 		if f == nil {
@@ -487,16 +493,20 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		}
 		select {
 		case <-f.Ok():
+			hdrs[i].release()
 		case err := <-f.Err():
 			if errors.Is(err, jetstream.ErrNoStreamResponse) {
 				// The stream has no leader right now (an election): the
 				// message was not stored, so sending it again is safe.
 				err = b.republish(ctx, f.Msg())
 			}
+			hdrs[i].release()
 			if err != nil {
 				fail(i, fmt.Errorf("natsjs: publish to %q: %w", msgs[i].Topic, err))
 			}
 		case <-ctx.Done():
+			// Futures still pending keep their headers: nats.go may send
+			// them again.
 			for j := i; j < len(futs); j++ {
 				if futs[j] != nil {
 					fail(j, fmt.Errorf("natsjs: publish to %q: confirmation not received: %w", msgs[j].Topic, ctx.Err()))
@@ -532,26 +542,28 @@ func (b *Broker) republish(ctx context.Context, m *nats.Msg) error {
 	}
 }
 
-// toNATSHeader converts m's header, ID and key with two allocations: the
-// map and one backing array for every value slice.
-func toNATSHeader(m *broker.Message) nats.Header {
-	n := len(m.Header)
-	if m.ID != "" {
-		n++
-	}
-	if m.Key != "" {
-		n++
-	}
-	if n == 0 {
+// hdrBuf is a NATS header map and the backing array of its values, reused
+// across publishes: a map of an event's nine headers is the largest
+// allocation of a publish.
+type hdrBuf struct {
+	h    nats.Header
+	vals []string
+}
+
+var hdrPool = sync.Pool{New: func() any { return &hdrBuf{h: make(nats.Header, 12), vals: make([]string, 0, 12)} }}
+
+// toNATSHeader fills a pooled header with m's header, ID and key. The
+// buffer may go back to the pool once the publish is settled: nats.go
+// keeps the message only until its acknowledgement (or final error).
+func toNATSHeader(m *broker.Message) *hdrBuf {
+	if len(m.Header) == 0 && m.ID == "" && m.Key == "" {
 		return nil
 	}
-	h := make(nats.Header, n)
-	vals := make([]string, n)
-	i := 0
+	b := hdrPool.Get().(*hdrBuf)
 	set := func(k, v string) {
-		vals[i] = v
-		h[k] = vals[i : i+1 : i+1]
-		i++
+		b.vals = append(b.vals, v)
+		i := len(b.vals) - 1
+		b.h[k] = b.vals[i : i+1 : i+1]
 	}
 	for k, v := range m.Header {
 		set(k, v)
@@ -562,7 +574,17 @@ func toNATSHeader(m *broker.Message) nats.Header {
 	if m.Key != "" {
 		set(HeaderKey, m.Key)
 	}
-	return h
+	return b
+}
+
+func (b *hdrBuf) release() {
+	if b == nil {
+		return
+	}
+	clear(b.h)
+	clear(b.vals)
+	b.vals = b.vals[:0]
+	hdrPool.Put(b)
 }
 
 // Close stops every subscription and closes the connection if the broker
