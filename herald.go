@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/kafka"
@@ -203,13 +204,21 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 			afters = append(afters, after)
 		}
 	}
-	msgs := make([]*broker.Message, len(events))
+	msgs := make([]broker.Message, len(events))
+	ptrs := make([]*broker.Message, len(events))
 	for i, e := range events {
-		h := make(map[string]string, c.binding.HeaderCount(e))
+		h := headerPool.Get().(map[string]string)
 		c.binding.Encode(e, h)
-		msgs[i] = &broker.Message{Topic: topics[i], Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+		msgs[i] = broker.Message{Topic: topics[i], Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+		ptrs[i] = &msgs[i]
 	}
-	err := c.b.Publish(ctx, msgs...)
+	err := c.b.Publish(ctx, ptrs...)
+	// Publishers do not keep messages after Publish returns: the header
+	// maps can serve the next publish.
+	for i := range msgs {
+		clear(msgs[i].Header)
+		headerPool.Put(msgs[i].Header)
+	}
 	for _, after := range afters {
 		after(err)
 	}
@@ -218,6 +227,8 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 	}
 	return nil
 }
+
+var headerPool = sync.Pool{New: func() any { return make(map[string]string, 8) }}
 
 // inherit sets e's correlation, causation and depth from the event being
 // handled, unless e sets them itself.
