@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/spf13/cobra"
 )
 
@@ -14,6 +16,8 @@ type app struct {
 	adminURL string
 	// output is the output format: "text" or "json".
 	output string
+	// config is the path of a JSON settings file.
+	config string
 }
 
 func newRootCmd() *cobra.Command {
@@ -29,8 +33,12 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&a.registryURL, "registry-url", "", "schema registry URL (default: $HERALD_REGISTRY_URL, else the local herald's)")
 	pf.StringVar(&a.adminURL, "admin-url", "", "admin API URL (default: $HERALD_ADMIN_URL, else the local herald's)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&a.config, "config", "", `JSON file of settings: flag names to values, e.g. {"data-dir": "/var/lib/herald", "topic-retention": ["orders=max-age:72h"]} (also $HERALD_CONFIG; flags and HERALD_* variables take precedence)`)
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnv(cmd); err != nil {
+		if a.config == "" {
+			a.config = os.Getenv("HERALD_CONFIG")
+		}
+		if err := applySettings(cmd, a.config); err != nil {
 			return err
 		}
 		return a.checkOutput()
