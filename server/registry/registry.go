@@ -21,6 +21,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -300,25 +301,21 @@ func (h *Handler) subjects(w http.ResponseWriter, r *http.Request) {
 	deletedOnly := boolParam(r, "deletedOnly")
 	subs := h.reg.Subjects(deletedOnly || boolParam(r, "deleted"), q.Get("subjectPrefix"))
 	if deletedOnly {
-		live := h.reg.Subjects(false, q.Get("subjectPrefix"))
-		out := subs[:0]
-		for _, s := range subs {
-			if !contains(live, s) {
-				out = append(out, s)
-			}
-		}
-		subs = out
+		subs = without(subs, h.reg.Subjects(false, q.Get("subjectPrefix")))
 	}
 	h.write(w, http.StatusOK, subs)
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// without returns the elements of all that are not in live (what a
+// deletedOnly listing shows), never nil so it encodes as [].
+func without[T comparable](all, live []T) []T {
+	out := make([]T, 0, len(all))
+	for _, x := range all {
+		if !slices.Contains(live, x) {
+			out = append(out, x)
 		}
 	}
-	return false
+	return out
 }
 
 func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
@@ -331,24 +328,9 @@ func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
 	}
 	if deletedOnly {
 		live, _ := h.reg.Versions(subject, false)
-		out := []int{}
-		for _, v := range vs {
-			if !containsInt(live, v) {
-				out = append(out, v)
-			}
-		}
-		vs = out
+		vs = without(vs, live)
 	}
 	h.write(w, http.StatusOK, vs)
-}
-
-func containsInt(list []int, n int) bool {
-	for _, x := range list {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) {
