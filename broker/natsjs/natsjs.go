@@ -377,6 +377,16 @@ func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.Stre
 	}
 }
 
+// partitionsOf reads a topic stream's partition count from its metadata;
+// streams without it (created elsewhere, or by a server before 2.10) have
+// one.
+func partitionsOf(cfg jetstream.StreamConfig) int {
+	if p, err := strconv.Atoi(cfg.Metadata[metaPartitions]); err == nil && p > 0 {
+		return p
+	}
+	return 1
+}
+
 func checkOwner(topic string, have jetstream.StreamConfig) error {
 	if owner, ok := have.Metadata[metaTopic]; ok && owner != topic {
 		return fmt.Errorf("natsjs: %w: topic %q maps to stream %q, which holds topic %q", broker.ErrInvalidTopic, topic, have.Name, owner)
@@ -430,10 +440,7 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	if err := checkOwner(topic, have); err != nil {
 		return nil, err
 	}
-	parts := 1
-	if p, err := strconv.Atoi(have.Metadata[metaPartitions]); err == nil && p > 0 {
-		parts = p
-	}
+	parts := partitionsOf(have)
 	si = &streamInfo{name: have.Name, topic: topic, partitions: parts, prefixes: make([]string, parts)}
 	for p := range parts {
 		si.prefixes[p] = have.Name + "." + strconv.Itoa(p) + "."

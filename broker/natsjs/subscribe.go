@@ -353,15 +353,22 @@ func wrapAckErr(op string, err error) error {
 // pending deliveries are gone. Deleting a group that does not exist is not
 // an error.
 func (b *Broker) DeleteGroup(ctx context.Context, topic, group string) error {
+	// Look the stream up without creating it: a topic that does not
+	// exist has no groups.
+	st, err := b.js.Stream(ctx, StreamName(topic))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("natsjs: delete group %q of topic %q: %w", group, topic, err)
+	}
 	names := []string{ConsumerName(group)}
-	if si, err := b.stream(ctx, topic); err == nil {
-		for p := range si.partitions {
-			names = append(names, PartitionConsumerName(group, p))
-		}
+	for p := range partitionsOf(st.CachedInfo().Config) {
+		names = append(names, PartitionConsumerName(group, p))
 	}
 	for _, name := range names {
-		err := b.js.DeleteConsumer(ctx, StreamName(topic), name)
-		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		err := st.DeleteConsumer(ctx, name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("natsjs: delete group %q of topic %q: %w", group, topic, err)
 		}
 	}
