@@ -43,6 +43,15 @@ func IsDeadLetterTopic(topic string) bool {
 	return len(topic) > 4 && topic[len(topic)-4:] == ".dlq"
 }
 
+// SourceTopic returns the topic a default dead-letter topic collects the
+// failures of ("orders" for "orders.dlq"), or topic itself if it is not one.
+func SourceTopic(topic string) string {
+	if IsDeadLetterTopic(topic) {
+		return topic[:len(topic)-4]
+	}
+	return topic
+}
+
 // DeadLetter moves events that failed permanently (retries exhausted,
 // Permanent errors, poison messages) to the dead-letter topic through pub,
 // then reports success so the original is acknowledged. If the dead-letter

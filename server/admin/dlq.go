@@ -104,7 +104,7 @@ type Entry struct {
 func (s *Service) dlqStream(ctx context.Context, dlq string) (jetstream.Stream, error) {
 	_, st, err := s.topic(ctx, dlq)
 	if errors.Is(err, ErrNotFound) {
-		if _, _, serr := s.topic(ctx, strings.TrimSuffix(dlq, ".dlq")); serr == nil {
+		if _, _, serr := s.topic(ctx, consumer.SourceTopic(dlq)); serr == nil {
 			return nil, nil
 		}
 	}
@@ -128,7 +128,7 @@ func (s *Service) DLQs(ctx context.Context) ([]DLQ, error) {
 
 func summarise(t topicStream) DLQ {
 	st := t.info.State
-	d := DLQ{Topic: strings.TrimSuffix(t.topic, ".dlq"), DLQTopic: t.topic, Depth: st.Msgs, Bytes: st.Bytes}
+	d := DLQ{Topic: consumer.SourceTopic(t.topic), DLQTopic: t.topic, Depth: st.Msgs, Bytes: st.Bytes}
 	if st.Msgs > 0 {
 		first, last := st.FirstTime, st.LastTime
 		d.Oldest, d.Newest = &first, &last
@@ -228,7 +228,7 @@ func toEntry(dlq string, m *jetstream.RawStreamMsg, full bool) Entry {
 		Size:          len(m.Data),
 	}
 	if e.Topic == "" {
-		e.Topic = strings.TrimSuffix(dlq, ".dlq")
+		e.Topic = consumer.SourceTopic(dlq)
 	}
 	if e.EventID == "" {
 		e.EventID = h.Get(consumer.HeaderOriginalID)

@@ -107,7 +107,7 @@ func dlqDepths(ts []topicStream) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, t := range ts {
 		if consumer.IsDeadLetterTopic(t.topic) {
-			out[strings.TrimSuffix(t.topic, ".dlq")] = t.info.State.Msgs
+			out[consumer.SourceTopic(t.topic)] = t.info.State.Msgs
 		}
 	}
 	return out

@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/consumer"
 )
 
 // Retention changes a topic's retention limits. A nil field keeps the
@@ -186,7 +187,7 @@ func (s *Service) SetRetention(ctx context.Context, topic string, r Retention) (
 	s.log.Info("topic retention set", "topic", topic, "max_age", cfg.MaxAge, "max_bytes", cfg.MaxBytes, "max_msgs", cfg.MaxMsgs)
 	ts, _ := fromInfo(st2.CachedInfo())
 	var depth uint64
-	if !strings.HasSuffix(topic, ".dlq") {
+	if !consumer.IsDeadLetterTopic(topic) {
 		if d, err := s.js.Stream(ctx, natsjs.StreamName(DeadLetterTopicOf(topic))); err == nil {
 			depth = d.CachedInfo().State.Msgs
 		}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/heraldhq/herald/consumer"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
@@ -232,7 +233,7 @@ func (ix *Indexer) read(ctx context.Context, stream, topic string, created time.
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	dlq := strings.HasSuffix(topic, ".dlq")
+	dlq := consumer.IsDeadLetterTopic(topic)
 	var it jetstream.MessagesContext
 	for it == nil {
 		cons, err := ix.js.OrderedConsumer(ctx, stream, cfg)
