@@ -117,6 +117,15 @@ func (s *Service) topics(ctx context.Context) ([]topicStream, error) {
 	return out, nil
 }
 
+// streamGone reports whether err says a stream does not exist. Scans over
+// every topic use it to pass over a topic deleted while they ran: a topic
+// that is gone has no groups, lag or dead letters to report.
+func streamGone(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound
+}
+
 // topic returns topic's stream, or an error wrapping ErrNotFound.
 func (s *Service) topic(ctx context.Context, topic string) (topicStream, jetstream.Stream, error) {
 	name := natsjs.StreamName(topic)

@@ -147,44 +147,14 @@ func (s *Service) Lag(ctx context.Context, topic, group string) ([]GroupLag, err
 		if t.info.State.Consumers == 0 {
 			continue
 		}
-		st, err := s.js.Stream(ctx, t.stream)
+		rows, err := s.topicLag(ctx, t, group, depth[t.topic], now)
 		if err != nil {
-			return nil, fmt.Errorf("admin: topic %q: %w", t.topic, err)
+			if topic == "" && streamGone(err) {
+				continue // deleted since it was listed
+			}
+			return nil, err
 		}
-		rows := map[string]*lagRow{}
-		l := st.ListConsumers(ctx)
-		for ci := range l.Info() {
-			g, partitioned := groupOf(ci)
-			if g == "" || group != "" && g != group {
-				continue
-			}
-			row := rows[g]
-			if row == nil {
-				row = &lagRow{GroupLag: GroupLag{Topic: t.topic, Group: g, DLQDepth: depth[t.topic]}}
-				rows[g] = row
-			}
-			row.Consumers++
-			row.KeyOrdered = row.KeyOrdered || partitioned
-			row.Pending += ci.NumPending
-			row.InFlight += uint64(max(ci.NumAckPending, 0))
-			row.Redelivered += uint64(max(ci.NumRedelivered, 0))
-			row.Paused = row.Paused || ci.Paused
-			if err := s.consumerAges(ctx, t.stream, ci, row); err != nil {
-				return nil, fmt.Errorf("admin: lag of group %q on topic %q: %w", g, t.topic, err)
-			}
-		}
-		if err := l.Err(); err != nil {
-			return nil, fmt.Errorf("admin: topic %q: list consumers: %w", t.topic, err)
-		}
-		for _, r := range rows {
-			if r.OldestUnacked != nil {
-				r.UnackedSeconds = max(now.Sub(*r.OldestUnacked).Seconds(), 0)
-			}
-			if r.oldestPending != nil {
-				r.LagSeconds = max(now.Sub(*r.oldestPending).Seconds(), 0)
-			}
-			out = append(out, r.GroupLag)
-		}
+		out = append(out, rows...)
 	}
 	slices.SortFunc(out, func(a, b GroupLag) int {
 		if c := strings.Compare(a.Topic, b.Topic); c != 0 {
@@ -192,6 +162,50 @@ func (s *Service) Lag(ctx context.Context, topic, group string) ([]GroupLag, err
 		}
 		return strings.Compare(a.Group, b.Group)
 	})
+	return out, nil
+}
+
+// topicLag reports the lag of group (every group when empty) on topic t.
+func (s *Service) topicLag(ctx context.Context, t topicStream, group string, dlqDepth uint64, now time.Time) ([]GroupLag, error) {
+	st, err := s.js.Stream(ctx, t.stream)
+	if err != nil {
+		return nil, fmt.Errorf("admin: topic %q: %w", t.topic, err)
+	}
+	rows := map[string]*lagRow{}
+	l := st.ListConsumers(ctx)
+	for ci := range l.Info() {
+		g, partitioned := groupOf(ci)
+		if g == "" || group != "" && g != group {
+			continue
+		}
+		row := rows[g]
+		if row == nil {
+			row = &lagRow{GroupLag: GroupLag{Topic: t.topic, Group: g, DLQDepth: dlqDepth}}
+			rows[g] = row
+		}
+		row.Consumers++
+		row.KeyOrdered = row.KeyOrdered || partitioned
+		row.Pending += ci.NumPending
+		row.InFlight += uint64(max(ci.NumAckPending, 0))
+		row.Redelivered += uint64(max(ci.NumRedelivered, 0))
+		row.Paused = row.Paused || ci.Paused
+		if err := s.consumerAges(ctx, t.stream, ci, row); err != nil {
+			return nil, fmt.Errorf("admin: lag of group %q on topic %q: %w", g, t.topic, err)
+		}
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("admin: topic %q: list consumers: %w", t.topic, err)
+	}
+	out := make([]GroupLag, 0, len(rows))
+	for _, r := range rows {
+		if r.OldestUnacked != nil {
+			r.UnackedSeconds = max(now.Sub(*r.OldestUnacked).Seconds(), 0)
+		}
+		if r.oldestPending != nil {
+			r.LagSeconds = max(now.Sub(*r.oldestPending).Seconds(), 0)
+		}
+		out = append(out, r.GroupLag)
+	}
 	return out, nil
 }
 

@@ -287,3 +287,34 @@ func FuzzParseTopicRetention(f *testing.F) {
 		}
 	})
 }
+
+// TestScansPassOverDeletedTopics deletes a topic between the listing of
+// every topic and the look at its groups, as an operator (or another
+// tool) can while `herald lag` or a rewind of every topic runs: the
+// scans pass over it instead of failing.
+func TestScansPassOverDeletedTopics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	topic := unique("vanish")
+	e.dropTopic(t, topic)
+	e.publishEvents(t, topic, "t.v1", 2, 1)
+	ts, _, err := e.svc.topic(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.JetStream().DeleteStream(ctx, ts.stream); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.topicLag(ctx, ts, "", 0, time.Now())
+	if err == nil || !streamGone(err) {
+		t.Fatalf("lag of a deleted topic: %v, want a stream-not-found error", err)
+	}
+	_, err = e.svc.groupPart(ctx, ts, "g")
+	if err == nil || !streamGone(err) {
+		t.Fatalf("groups of a deleted topic: %v, want a stream-not-found error", err)
+	}
+	if streamGone(errors.New("nats: timeout")) {
+		t.Fatal("a timeout taken for a deleted stream")
+	}
+}

@@ -85,26 +85,38 @@ func (s *Service) groupParts(ctx context.Context, group, topic string) ([]*group
 	}
 	var parts []*groupPart
 	for _, ts := range tss {
-		st, err := s.js.Stream(ctx, ts.stream)
+		p, err := s.groupPart(ctx, ts, group)
 		if err != nil {
-			return nil, fmt.Errorf("admin: topic %q: %w", ts.topic, err)
-		}
-		p := &groupPart{ts: ts, st: st}
-		l := st.ListConsumers(ctx)
-		for ci := range l.Info() {
-			if inGroup(ci, group) {
-				p.cons = append(p.cons, ci)
+			if topic == "" && streamGone(err) {
+				continue // deleted since it was listed
 			}
-		}
-		if err := l.Err(); err != nil {
-			return nil, fmt.Errorf("admin: topic %q: list consumers: %w", ts.topic, err)
+			return nil, err
 		}
 		if len(p.cons) > 0 {
-			slices.SortFunc(p.cons, func(a, b *jetstream.ConsumerInfo) int { return strings.Compare(a.Name, b.Name) })
 			parts = append(parts, p)
 		}
 	}
 	return parts, nil
+}
+
+// groupPart reads the consumers group has on one topic.
+func (s *Service) groupPart(ctx context.Context, ts topicStream, group string) (*groupPart, error) {
+	st, err := s.js.Stream(ctx, ts.stream)
+	if err != nil {
+		return nil, fmt.Errorf("admin: topic %q: %w", ts.topic, err)
+	}
+	p := &groupPart{ts: ts, st: st}
+	l := st.ListConsumers(ctx)
+	for ci := range l.Info() {
+		if inGroup(ci, group) {
+			p.cons = append(p.cons, ci)
+		}
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("admin: topic %q: list consumers: %w", ts.topic, err)
+	}
+	slices.SortFunc(p.cons, func(a, b *jetstream.ConsumerInfo) int { return strings.Compare(a.Name, b.Name) })
+	return p, nil
 }
 
 // startSeq resolves start to the first sequence of st to deliver.
