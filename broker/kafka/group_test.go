@@ -339,7 +339,7 @@ func TestRouteFilterCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o, _ := offs.Lookup(topic, 0); o.At != 4 {
-		t.Fatalf("committed offset %d after a confirmed ack, want 4 (three filtered, one acked)", o.At)
+		t.Fatalf("committed offset %d after a confirmed ack, want 4 (three filtered, one acked); metadata %q", o.At, o.Metadata)
 	}
 }
 

@@ -343,11 +343,26 @@ type part struct {
 	revoking  bool
 	gone      bool
 	waiters   []ackWaiter
+	// snaps counts the snapshots of this partition's commit state taken
+	// so far; a commit answers only the confirmed acks made before its
+	// snapshot.
+	snaps uint64
 }
 
 type ackWaiter struct {
 	off int64
 	ch  chan error
+	// after is p.snaps when the ack settled: commits from snapshots up
+	// to it did not see the ack.
+	after uint64
+}
+
+// snapshot takes the commit point and metadata of p as they are now.
+func (p *part) snapshot(assumeTxn bool) partCommit {
+	off := p.point(assumeTxn)
+	meta, cover := p.meta(off, assumeTxn)
+	p.snaps++
+	return partCommit{p: p, off: off, meta: meta, cover: cover, snap: p.snaps}
 }
 
 // popSettled drops settled entries from the front.
@@ -741,7 +756,7 @@ func (s *subscription) settle(d *delivery, k settleKind) (chan error, error) {
 	s.notifyLocked()
 	if k == settleAck && s.opts.ConfirmAcks {
 		ch := make(chan error, 1)
-		p.waiters = append(p.waiters, ackWaiter{off: e.rec.Offset, ch: ch})
+		p.waiters = append(p.waiters, ackWaiter{off: e.rec.Offset, ch: ch, after: p.snaps})
 		return ch, nil
 	}
 	return nil, nil
@@ -956,6 +971,7 @@ type partCommit struct {
 	off   int64
 	meta  string
 	cover int64
+	snap  uint64 // p.snaps when taken
 }
 
 // commit commits the point and metadata of the given partitions (nil: all
@@ -969,16 +985,15 @@ func (s *subscription) commit(ctx context.Context, cl *kgo.Client, only []*part)
 		if p.gone {
 			return
 		}
-		off := p.point(false)
-		if off < 0 {
+		if p.point(false) < 0 {
 			return
 		}
-		meta, cover := p.meta(off, false)
-		if off == p.committed && meta == p.commMeta {
-			s.resolveLocked(p, off, cover)
+		pc := p.snapshot(false)
+		if pc.off == p.committed && pc.meta == p.commMeta {
+			s.resolveLocked(pc)
 			return
 		}
-		pcs = append(pcs, partCommit{p: p, off: off, meta: meta, cover: cover})
+		pcs = append(pcs, pc)
 	}
 	if only != nil {
 		for _, p := range only {
@@ -1052,7 +1067,7 @@ func (s *subscription) commit(ctx context.Context, cl *kgo.Client, only []*part)
 			continue
 		}
 		pc.p.committed, pc.p.commMeta = pc.off, pc.meta
-		s.resolveLocked(pc.p, pc.off, pc.cover)
+		s.resolveLocked(pc)
 	}
 }
 
@@ -1065,12 +1080,16 @@ func (s *subscription) topicByID(id [16]byte) string {
 	return ""
 }
 
-// resolveLocked answers the confirmed acks that a commit of off with
-// metadata describing records below cover has made durable.
-func (s *subscription) resolveLocked(p *part, off, cover int64) {
+// resolveLocked answers the confirmed acks that the commit of pc has made
+// durable: those settled before pc's snapshot whose record is below the
+// committed offset or described as settled by its metadata (records below
+// pc.cover). An ack settled while the commit was in flight waits for the
+// next commit, whose snapshot includes it.
+func (s *subscription) resolveLocked(pc partCommit) {
+	p := pc.p
 	keep := p.waiters[:0]
 	for _, w := range p.waiters {
-		if w.off < off || w.off < cover {
+		if w.after < pc.snap && (w.off < pc.off || w.off < pc.cover) {
 			w.ch <- nil
 			continue
 		}

@@ -161,7 +161,7 @@ func (b *Broker) commitTx(ctx context.Context, cl *kgo.Client, tx *Tx) error {
 					if !pc.p.gone {
 						pc.p.popSettled()
 						pc.p.committed, pc.p.commMeta = pc.off, pc.meta
-						s.resolveLocked(pc.p, pc.off, pc.cover)
+						s.resolveLocked(pc)
 					}
 				}
 			}
@@ -201,9 +201,7 @@ func (b *Broker) commitTx(ctx context.Context, cl *kgo.Client, tx *Tx) error {
 				continue
 			}
 			seen[p] = true
-			off := p.point(true)
-			meta, cover := p.meta(off, true)
-			g.parts = append(g.parts, partCommit{p: p, off: off, meta: meta, cover: cover})
+			g.parts = append(g.parts, p.snapshot(true))
 		}
 		uncovered := int64(-1)
 		for _, e := range g.entries {
