@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/testenv"
 
+	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald"
@@ -153,7 +154,8 @@ func TestSchemaRefusesInvalidEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	placed := herald.Type[OrderPlaced]("shop.order.placed.v1", herald.OnTopic("schema-orders"), herald.WithSchema(codec))
+	topic := "schema-orders-" + uuid.NewString()[:8]
+	placed := herald.Type[OrderPlaced]("shop.order.placed.v1", herald.OnTopic(topic), herald.WithSchema(codec))
 	c := client(t, herald.Config{Source: "orders"})
 
 	err = placed.Publish(t.Context(), c, OrderPlaced{ID: "o-1", Total: -5})
@@ -164,7 +166,7 @@ func TestSchemaRefusesInvalidEvents(t *testing.T) {
 		t.Fatalf("error %q does not name the field", err)
 	}
 	// Nothing reached the broker.
-	if s, err := c.Broker().(*natsjs.Broker).JetStream().Stream(t.Context(), "schema-orders"); err == nil {
+	if s, err := c.Broker().(*natsjs.Broker).JetStream().Stream(t.Context(), natsjs.StreamName(topic)); err == nil {
 		if info, _ := s.Info(t.Context()); info.State.Msgs != 0 {
 			t.Fatalf("the invalid event reached the broker (%d messages)", info.State.Msgs)
 		}
@@ -172,7 +174,7 @@ func TestSchemaRefusesInvalidEvents(t *testing.T) {
 
 	got := make(chan OrderPlaced, 1)
 	var ev *event.Event
-	r, err := c.Router("g", []string{"schema-orders"}, consumer.WithStart(broker.FromFirst))
+	r, err := c.Router("g", []string{topic}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
 	}
