@@ -419,7 +419,7 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	}
 	s, err := b.js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = b.js.CreateStream(ctx, want)
+		s, err = createStream(ctx, b.js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, want.Name)
 		}
@@ -465,15 +465,24 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		}
 		errs[i] = err
 	}
-	var si *streamInfo // batches usually share one topic: look it up once
+	var si *streamInfo              // batches usually share one topic: look it up once
+	var lookupErrs map[string]error // topics whose stream could not be had
 	for i, m := range msgs {
 		if err := broker.ValidateRoute(m.Route); err != nil {
 			fail(i, err)
 			continue
 		}
 		if si == nil || si.topic != m.Topic {
+			if err := lookupErrs[m.Topic]; err != nil {
+				fail(i, err)
+				continue
+			}
 			var err error
 			if si, err = b.stream(ctx, m.Topic); err != nil {
+				if lookupErrs == nil {
+					lookupErrs = map[string]error{}
+				}
+				lookupErrs[m.Topic] = err
 				fail(i, err)
 				continue
 			}
@@ -637,6 +646,34 @@ func (b *Broker) closeConn() {
 // waitLeader waits (up to 10s) until a replicated stream or consumer has
 // elected a leader: in a cluster, using one right after creating it would
 // otherwise fail with "no responders" or lose the first pull request.
+// placementWait bounds how long creating a replicated stream waits for
+// enough cluster peers to come online.
+const placementWait = 10 * time.Second
+
+// errCodeNoPeers is JetStream's "no suitable peers for placement".
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+// createStream creates a stream. A cluster that is still forming, or has
+// a peer restarting, refuses to place a replicated stream ("no suitable
+// peers for placement"); that passes within seconds, so the creation is
+// tried again for up to placementWait before the error is returned.
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, placementWait)
+	defer cancel()
+	for {
+		s, err := js.CreateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func waitLeader(ctx context.Context, info func(context.Context) (*jetstream.ClusterInfo, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
