@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -525,7 +526,7 @@ func (ix *Indexer) Query(ctx context.Context, q Query) ([]Record, error) {
 		if r.Payload != nil || r.PayloadSize == 0 {
 			continue
 		}
-		name := strings.ReplaceAll(r.Topic, ".", "_")
+		name := natsjs.StreamName(r.Topic)
 		st, ok := streams[name]
 		if !ok {
 			st, _ = ix.js.Stream(ctx, name)
