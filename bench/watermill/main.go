@@ -98,7 +98,9 @@ var errUsage = errors.New("bad flag")
 
 type config struct {
 	duration time.Duration
+	events   int
 	size     int
+	work     time.Duration
 	json     bool
 }
 
@@ -107,7 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("watermill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long Herald publishes; Watermill then publishes the same number of events")
+	fs.IntVar(&cfg.events, "events", 0, "publish exactly this many events per side instead of publishing for -duration")
 	fs.IntVar(&cfg.size, "size", 256, "payload size in bytes (at least 8)")
+	fs.DurationVar(&cfg.work, "work", 0, "time each handler call waits, as a handler that calls a database or a service would (0: none)")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -116,10 +120,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, errUsage
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q (flags: -duration, -size, -json)", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q (flags: -duration, -events, -size, -work, -json)", fs.Arg(0))
 	}
 	if cfg.duration <= 0 {
 		return cfg, fmt.Errorf("-duration %v: must be positive, for example 10s", cfg.duration)
+	}
+	if cfg.events < 0 || cfg.events%batch != 0 {
+		return cfg, fmt.Errorf("-events %d: a positive multiple of %d (the events per publish call), or 0", cfg.events, batch)
+	}
+	if cfg.work < 0 || cfg.work > time.Second {
+		return cfg, fmt.Errorf("-work %v: between 0 and 1s", cfg.work)
 	}
 	if cfg.size < 8 {
 		return cfg, fmt.Errorf("-size %d: at least 8 bytes (the payload carries the event number)", cfg.size)
@@ -156,6 +166,7 @@ type Row struct {
 type Report struct {
 	Started  time.Time `json:"started"`
 	Duration string    `json:"duration"`
+	Work     string    `json:"handler_work"`
 	Size     int       `json:"size"`
 	Batch    int       `json:"batch"`
 	Server   string    `json:"nats_server"`
@@ -172,7 +183,10 @@ type Ratios struct {
 }
 
 func measure(ctx context.Context, cfg config, progress func(string, ...any)) (Report, error) {
-	rep := Report{Started: time.Now().UTC(), Duration: cfg.duration.String(), Size: cfg.size, Batch: batch}
+	rep := Report{Started: time.Now().UTC(), Duration: cfg.duration.String(), Work: cfg.work.String(), Size: cfg.size, Batch: batch}
+	if cfg.events > 0 {
+		rep.Duration = ""
+	}
 	dir, err := os.MkdirTemp("", "herald-watermill-bench-")
 	if err != nil {
 		return rep, err
@@ -200,8 +214,14 @@ func measure(ctx context.Context, cfg config, progress func(string, ...any)) (Re
 	defer inspect.close()
 	w := &watermillSide{url: url, topic: "wm_bench", js: inspect.js}
 
-	progress("herald: publishing for %v, %d events per call", cfg.duration, batch)
-	row, err := measurePublish(ctx, func(first int) (int, error) { return h.publish(ctx, cfg, first) }, cfg.duration, 0)
+	d, count := cfg.duration, cfg.events
+	if count > 0 {
+		d = 0
+		progress("herald: publishing %d events, %d per call", count, batch)
+	} else {
+		progress("herald: publishing for %v, %d events per call", d, batch)
+	}
+	row, err := measurePublish(ctx, func(first int) (int, error) { return h.publish(ctx, cfg, first) }, d, count)
 	if err != nil {
 		return rep, fmt.Errorf("herald publish: %w", err)
 	}
@@ -230,16 +250,16 @@ func measure(ctx context.Context, cfg config, progress func(string, ...any)) (Re
 	}
 	phases := []consumePhase{
 		{"herald", "Router, WithKeyOrder(false)", h.stream(), func(rec *recorder) (func(), error) {
-			return h.consume(ctx, "bench_queue", rec, consumer.WithKeyOrder(false))
+			return h.consume(ctx, "bench_queue", rec, cfg.work, consumer.WithKeyOrder(false))
 		}},
 		{"watermill", "Subscribe + Ack, AckSync (its default)", w.topic, func(rec *recorder) (func(), error) {
-			return w.consume(ctx, "bench_default", rec, false)
+			return w.consume(ctx, "bench_default", rec, cfg.work, false)
 		}},
 		{"herald", "Router, defaults (key order on)", h.stream(), func(rec *recorder) (func(), error) {
-			return h.consume(ctx, "bench_ordered", rec)
+			return h.consume(ctx, "bench_ordered", rec, cfg.work)
 		}},
 		{"watermill", "Subscribe + Ack, AckAsync: true (not its default)", w.topic, func(rec *recorder) (func(), error) {
-			return w.consume(ctx, "bench_async", rec, true)
+			return w.consume(ctx, "bench_async", rec, cfg.work, true)
 		}},
 	}
 	for _, p := range phases {
@@ -424,13 +444,16 @@ func (h *heraldSide) publish(ctx context.Context, cfg config, first int) (int, e
 
 // consume runs a router for group from the topic's first event, counting
 // into rec, and returns the function that stops it.
-func (h *heraldSide) consume(ctx context.Context, group string, rec *recorder, opts ...consumer.Option) (func(), error) {
+func (h *heraldSide) consume(ctx context.Context, group string, rec *recorder, work time.Duration, opts ...consumer.Option) (func(), error) {
 	opts = append([]consumer.Option{consumer.WithStart(broker.FromFirst), consumer.WithLogger(h.quiet)}, opts...)
 	r, err := h.c.Router(group, []string{h.topic}, opts...)
 	if err != nil {
 		return nil, err
 	}
 	r.HandleAll(func(_ context.Context, m *consumer.Message) error {
+		if work > 0 {
+			time.Sleep(work)
+		}
 		rec.record(m.Event.Data)
 		return nil
 	})
@@ -499,7 +522,7 @@ func (w *watermillSide) publish(cfg config, first int) (int, error) {
 // consume subscribes group (a durable queue group) to the topic and acks
 // each message after counting it, one at a time as Watermill hands them
 // over; it returns the function that stops it.
-func (w *watermillSide) consume(ctx context.Context, group string, rec *recorder, ackAsync bool) (func(), error) {
+func (w *watermillSide) consume(ctx context.Context, group string, rec *recorder, work time.Duration, ackAsync bool) (func(), error) {
 	// The durable consumer is created here, as the one nats.go would create
 	// on Subscribe (push, explicit acks, from the first message, the
 	// server's defaults otherwise). nats.go deletes a durable it created
@@ -546,6 +569,9 @@ func (w *watermillSide) consume(ctx context.Context, group string, rec *recorder
 	go func() {
 		defer close(done)
 		for m := range ch {
+			if work > 0 {
+				time.Sleep(work)
+			}
 			rec.record(m.Payload)
 			m.Ack()
 		}
@@ -612,8 +638,12 @@ func (i *inspector) settled(ctx context.Context, stream string) bool {
 }
 
 func printTable(out io.Writer, rep Report) {
-	fmt.Fprintf(out, "started %s, publish phase %s, %d-byte payloads, %d per publish call, server %s\n\n",
-		rep.Started.Format(time.RFC3339), rep.Duration, rep.Size, rep.Batch, rep.Server)
+	phase := rep.Duration
+	if phase == "" {
+		phase = "a fixed count"
+	}
+	fmt.Fprintf(out, "started %s, publish phase %s, %d-byte payloads, %d per publish call, handler work %s, server %s\n\n",
+		rep.Started.Format(time.RFC3339), phase, rep.Size, rep.Batch, rep.Work, rep.Server)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tside\tsettings\tevents\tseconds\tmsgs/s\tcpu µs/event\tconsumed\tdeliveries\tlost\tall acked")
 	for _, r := range rep.Rows {
