@@ -68,6 +68,7 @@ type Broker struct {
 	modern     bool          // server >= 2.10
 	termReason bool          // server >= 2.10.4
 	pinned     bool          // server >= 2.11: pinned priority groups
+	reset      bool          // server >= 2.14: consumer reset
 
 	mu      sync.Mutex
 	streams map[string]*streamInfo
@@ -256,6 +257,7 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 	b.modern = serverAtLeast(v, 2, 10, 0)
 	b.termReason = serverAtLeast(v, 2, 10, 4)
 	b.pinned = serverAtLeast(v, 2, 11, 0)
+	b.reset = serverAtLeast(v, 2, 14, 0)
 	if !b.modern {
 		b.defaults.Partitions = 1
 	}

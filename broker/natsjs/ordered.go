@@ -266,21 +266,29 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 // Deliveries its previous owner did not settle must come back before any
 // later event of their keys. A live owner releases a partition by
 // draining it, settling its deliveries (keeping them alive for at most an
-// ack wait) and unpinning it; a crashed owner's deliveries expire an ack
-// wait after its last keepalive; expired deliveries are redelivered in
-// order before new messages. Either way nothing is delivered on the
-// partition after its owner stopped, so acquire starts when the consumer
-// has no pending acks, or when its last delivery is more than twice the
-// ack wait (plus a margin) old.
+// ack wait) and unpinning it, so acquire starts when the consumer has no
+// pending acks. A crashed owner leaves deliveries pending: acquire waits
+// until the partition's last delivery is more than twice the ack wait
+// (plus a margin) old, so the crashed owner cannot be handling any of them
+// any more. JetStream would redeliver them in the order their ack waits
+// ran out, which is not stream order when the owner's keepalive reached
+// some of them and not others before it died; so acquire resets the
+// consumer to its ack floor instead, and the partition is delivered again
+// in stream order from the first unacknowledged event (events above it
+// that were acknowledged come again too: at-least-once).
 func (s *orderedSub) acquire(part *partition) {
 	cons := s.cons[part.p]
+	crashed := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		info, err := cons.Info(ctx)
 		cancel()
 		if err == nil {
-			last := info.Delivered.Last
-			if info.NumAckPending == 0 || last == nil || time.Since(*last) > 2*s.opts.AckWait+time.Second {
+			if info.NumAckPending == 0 {
+				break
+			}
+			if last := info.Delivered.Last; last == nil || time.Since(*last) > 2*s.opts.AckWait+time.Second {
+				crashed = true
 				break
 			}
 		}
@@ -289,6 +297,9 @@ func (s *orderedSub) acquire(part *partition) {
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+	if crashed {
+		s.resetToAckFloor(part.p)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -324,6 +335,28 @@ func (s *orderedSub) acquire(part *partition) {
 			return part.tr.len() == 0 || g != 0 && time.Now().UnixNano() > g
 		})
 	})
+}
+
+// resetToAckFloor makes partition p's consumer deliver again from its
+// first unacknowledged event. On servers before 2.14, which cannot reset a
+// consumer, the pending deliveries come back in the order their ack waits
+// ran out.
+func (s *orderedSub) resetToAckFloor(p int) {
+	name := PartitionConsumerName(s.opts.Group, p)
+	if !s.b.reset {
+		s.b.log.Warn("natsjs: a member of the group stopped without settling its deliveries; the server cannot reset the partition to its first unacknowledged event (needs NATS 2.14 or later), so they are redelivered in the order their ack waits end",
+			"topic", s.si.topic, "group", s.opts.Group, "partition", p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := s.b.js.ResetConsumer(ctx, s.si.name, name)
+	if err != nil {
+		s.b.log.Warn("natsjs: reset partition to its first unacknowledged event", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
+		return
+	}
+	s.b.log.Info("natsjs: took over a partition from a member that stopped without settling; delivering again from its first unacknowledged event",
+		"topic", s.si.topic, "group", s.opts.Group, "partition", p, "seq", resp.ResetSeq)
 }
 
 func (s *orderedSub) receiver(part *partition) jetstream.MessageHandler {
