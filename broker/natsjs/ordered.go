@@ -33,7 +33,11 @@ import (
 
 const (
 	membersBucket = "herald_members"
-	priorityGroup = "herald"
+	// handoverBucket records the partitions a member released cleanly,
+	// everything it had received settled (key "<stream>.<consumer>").
+	handoverBucket = "herald_handover"
+	handoverTTL    = 24 * time.Hour
+	priorityGroup  = "herald"
 	// memberTTL is how long a member that stopped heartbeating stays in
 	// the membership.
 	memberTTL = 3 * time.Second
@@ -68,6 +72,7 @@ type orderedSub struct {
 	member string
 	kv     jetstream.KeyValue
 	key    string
+	clean  jetstream.KeyValue // handoverBucket
 	ch     chan *delivery
 	done   chan struct{}
 	once   sync.Once
@@ -125,6 +130,16 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 		return nil, fmt.Errorf("natsjs: members bucket: %w", err)
 	}
 	s.key = si.name + "." + s.base + "." + s.member
+	s.clean, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      handoverBucket,
+		Description: "Herald partitions released with everything settled",
+		TTL:         handoverTTL,
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: handover bucket: %w", err)
+	}
 	if err := s.ensureConsumers(ctx); err != nil {
 		return nil, err
 	}
@@ -266,31 +281,35 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 // Deliveries its previous owner did not settle must come back before any
 // later event of their keys. A live owner releases a partition by
 // draining it, settling its deliveries (keeping them alive for at most an
-// ack wait) and unpinning it, so acquire starts when the consumer has no
-// pending acks. A crashed owner leaves deliveries pending: acquire waits
-// until the partition's last delivery is more than twice the ack wait
-// (plus a margin) old, so the crashed owner cannot be handling any of them
-// any more. JetStream would redeliver them in the order their ack waits
-// ran out, which is not stream order when the owner's keepalive reached
-// some of them and not others before it died; so acquire resets the
-// consumer to its ack floor instead, and the partition is delivered again
-// in stream order from the first unacknowledged event (events above it
-// that were acknowledged come again too: at-least-once).
+// ack wait) and unpinning it; what it had buffered it gives back with a
+// nack, in stream order, so the server redelivers those first and in
+// order. Acquire starts when the consumer has no pending acks, or when the
+// partition's last delivery is more than twice the ack wait (plus a
+// margin) old: by then whatever the previous owner left has been nacked or
+// has expired, and a crashed owner cannot be handling any of it any more.
+// After a clean release (recorded in handoverBucket) that is enough. After
+// a crash it is not: JetStream redelivers expired messages in the order
+// their ack waits ran out, which is not stream order when the owner's
+// keepalive reached some of them and not others before it died; so
+// acquire resets the consumer to its ack floor, and the partition is
+// delivered again in stream order from its first unacknowledged event
+// (events above it that were acknowledged come again: at-least-once).
 func (s *orderedSub) acquire(part *partition) {
 	cons := s.cons[part.p]
 	crashed := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		info, err := cons.Info(ctx)
-		cancel()
-		if err == nil {
-			if info.NumAckPending == 0 {
-				break
-			}
+		if err == nil && info.NumAckPending > 0 {
 			if last := info.Delivered.Last; last == nil || time.Since(*last) > 2*s.opts.AckWait+time.Second {
-				crashed = true
+				crashed = !s.releasedCleanly(ctx, part.p, last)
+				cancel()
 				break
 			}
+		}
+		cancel()
+		if err == nil && info.NumAckPending == 0 {
+			break
 		}
 		select {
 		case <-part.stop:
@@ -335,6 +354,20 @@ func (s *orderedSub) acquire(part *partition) {
 			return part.tr.len() == 0 || g != 0 && time.Now().UnixNano() > g
 		})
 	})
+}
+
+func (s *orderedSub) handoverKey(p int) string {
+	return s.si.name + "." + PartitionConsumerName(s.opts.Group, p)
+}
+
+// releasedCleanly reports whether partition p's last owner released it
+// with everything settled, after the partition's last delivery.
+func (s *orderedSub) releasedCleanly(ctx context.Context, p int, lastDelivery *time.Time) bool {
+	e, err := s.clean.Get(ctx, s.handoverKey(p))
+	if err != nil {
+		return false
+	}
+	return lastDelivery != nil && !e.Created().Before(*lastDelivery)
 }
 
 // resetToAckFloor makes partition p's consumer deliver again from its
@@ -396,6 +429,13 @@ func (s *orderedSub) release(part *partition, unpin bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if part.tr.len() == 0 {
+		// Everything received was acked or nacked: the next owner needs
+		// no reset.
+		if _, err := s.clean.Put(ctx, s.handoverKey(part.p), []byte(s.member)); err != nil {
+			s.b.log.Debug("natsjs: record clean release", "topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "error", err)
+		}
+	}
 	st, err := s.b.js.Stream(ctx, s.si.name)
 	if err == nil {
 		err = st.UnpinConsumer(ctx, PartitionConsumerName(s.opts.Group, part.p), priorityGroup)
