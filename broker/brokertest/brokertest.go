@@ -402,7 +402,7 @@ func testTerm(t *testing.T, s *suite) {
 	}
 	d1 := s.next(t, sub, "message 1")
 	if num(t, d1) != 1 {
-		t.Fatalf("got %d, want 1 (0 was terminated)", num(t, d1))
+		t.Fatalf("got %d (attempt %d), want 1 (0 was terminated)", num(t, d1), d1.Attempt())
 	}
 	ack(t, d1)
 	ctx, cancel := context.WithTimeout(t.Context(), ackWait+s.f.Quiet)
