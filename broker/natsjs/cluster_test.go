@@ -63,20 +63,21 @@ func cluster(t *testing.T) ([]*server.Server, []string) {
 		}
 		urls[i] = s.ClientURL()
 	}
-	// JetStream is ready once a meta leader is elected.
+	// JetStream is ready once a meta leader is elected and sees every
+	// peer online (a replicated stream can be placed).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		leader := false
+		peers := 0
 		for _, s := range servers {
 			if s.JetStreamIsLeader() {
-				leader = true
+				peers = len(s.JetStreamClusterPeers())
 			}
 		}
-		if leader {
+		if peers == len(servers) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no JetStream meta leader after 30s")
+			t.Fatalf("JetStream meta leader sees %d of %d peers online after 30s", peers, len(servers))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,6 +89,13 @@ type streamInfo struct {
 	partitions int
 	// prefixes[p] is "<stream>.<p>.", so a subject costs one concatenation.
 	prefixes []string
+	// fresh is set while the stream has just been created and nothing was
+	// published to it through this broker yet: in a cluster the server
+	// this client is connected to may not know the stream's subjects for
+	// a moment and answer "no responders". The first publish goes alone
+	// and is retried until the stream answers, so the ones after it
+	// cannot overtake it.
+	fresh atomic.Bool
 }
 
 func (s *streamInfo) subject(key, route string) string {
@@ -420,7 +428,9 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 		return nil, fmt.Errorf("natsjs: topic %q: partitioned topics need NATS server 2.10 or later (connected to %s)", topic, b.nc.ConnectedServerVersion())
 	}
 	s, err := b.js.Stream(ctx, want.Name)
+	created := false
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		created = true
 		s, err = createStream(ctx, b.js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, want.Name)
@@ -447,6 +457,7 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	for p := range parts {
 		si.prefixes[p] = have.Name + "." + strconv.Itoa(p) + "."
 	}
+	si.fresh.Store(created)
 	b.mu.Lock()
 	b.streams[topic] = si
 	b.mu.Unlock()
@@ -493,6 +504,19 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		nm := &nats.Msg{Subject: si.subject(m.Key, m.Route), Data: m.Data}
 		if hb != nil {
 			nm.Header = hb.h
+		}
+		if si.fresh.Load() {
+			err := b.republish(ctx, nm)
+			hb.release()
+			if errors.Is(err, nats.ErrMaxPayload) {
+				err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
+			}
+			if err != nil {
+				fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
+				continue
+			}
+			si.fresh.Store(false)
+			continue
 		}
 		f, err := b.js.PublishMsgAsync(nm)
 		if err != nil {
@@ -660,17 +684,25 @@ const errCodeNoPeers jetstream.ErrorCode = 10005
 // peers for placement"); that passes within seconds, so the creation is
 // tried again for up to placementWait before the error is returned.
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	ctx, cancel := context.WithTimeout(ctx, placementWait)
+	wctx, cancel := context.WithTimeout(ctx, placementWait)
 	defer cancel()
+	var placement error // the last "no suitable peers"
 	for {
-		s, err := js.CreateStream(ctx, cfg)
+		s, err := js.CreateStream(wctx, cfg)
 		var apiErr *jetstream.APIError
 		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
+			if err != nil && placement != nil && wctx.Err() != nil && ctx.Err() == nil {
+				err = placement // the wait ran out: say why it waited
+			}
+			if err != nil && placement != nil {
+				err = fmt.Errorf("cluster peers for %d replicas not available within %v: %w", cfg.Replicas, placementWait, err)
+			}
 			return s, err
 		}
+		placement = err
 		select {
-		case <-ctx.Done():
-			return nil, err
+		case <-wctx.Done():
+			return nil, fmt.Errorf("cluster peers for %d replicas not available within %v: %w", cfg.Replicas, placementWait, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
