@@ -287,7 +287,8 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 // partition's last delivery is more than twice the ack wait (plus a
 // margin) old: by then whatever the previous owner left has been nacked or
 // has expired, and a crashed owner cannot be handling any of it any more.
-// After a clean release (recorded in handoverBucket) that is enough. After
+// Acquire also waits while another client holds the partition's pin. After
+// a clean release (recorded in handoverBucket) that is enough. After
 // a crash it is not: JetStream redelivers expired messages in the order
 // their ack waits ran out, which is not stream order when the owner's
 // keepalive reached some of them and not others before it died; so
@@ -300,7 +301,7 @@ func (s *orderedSub) acquire(part *partition) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		info, err := cons.Info(ctx)
-		if err == nil && info.NumAckPending > 0 {
+		if err == nil && info.NumAckPending > 0 && !pinned(info) {
 			if last := info.Delivered.Last; last == nil || time.Since(*last) > 2*s.opts.AckWait+time.Second {
 				crashed = !s.releasedCleanly(ctx, part.p, last)
 				cancel()
@@ -354,6 +355,19 @@ func (s *orderedSub) acquire(part *partition) {
 			return part.tr.len() == 0 || g != 0 && time.Now().UnixNano() > g
 		})
 	})
+}
+
+// pinned reports whether a client holds the partition's pin: a member that
+// still consumes it (one whose heartbeat lapsed, or that is releasing it),
+// or one that died less than the pin TTL ago. Its deliveries are not due
+// yet, and a reset would hand them, earlier ones again, to that client.
+func pinned(info *jetstream.ConsumerInfo) bool {
+	for _, g := range info.PriorityGroups {
+		if g.Group == priorityGroup && g.PinnedClientID != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *orderedSub) handoverKey(p int) string {
