@@ -37,6 +37,7 @@ import (
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/e2ebench"
 )
 
 // batch is how many events one publish call carries on both sides.
@@ -265,14 +266,14 @@ func measure(ctx context.Context, cfg config, progress func(string, ...any)) (Re
 	for _, p := range phases {
 		progress("%s: consuming %d events: %s", p.side, events, p.settings)
 		rec := newRecorder(events)
-		cpu0, start := cpuTime(), time.Now()
+		cpu0, start := e2ebench.CPUTime(), time.Now()
 		stop, err := p.run(rec)
 		if err != nil {
 			return rep, fmt.Errorf("%s consume (%s): %w", p.side, p.settings, err)
 		}
 		rec.wait(ctx)
 		end := rec.last()
-		cpu := cpuTime() - cpu0
+		cpu := e2ebench.CPUTime() - cpu0
 		acked := inspect.allAcked(ctx, p.stream)
 		stop()
 		row := Row{Phase: "consume", Side: p.side, Settings: p.settings, Events: events,
@@ -310,7 +311,7 @@ func measure(ctx context.Context, cfg config, progress func(string, ...any)) (Re
 // returns how many events it published.
 func measurePublish(ctx context.Context, send func(first int) (int, error), d time.Duration, count int) (Row, error) {
 	row := Row{Phase: "publish"}
-	cpu0, start := cpuTime(), time.Now()
+	cpu0, start := e2ebench.CPUTime(), time.Now()
 	deadline := start.Add(d)
 	sent := 0
 	for (d > 0 && time.Now().Before(deadline)) || (count > 0 && sent < count) {
@@ -326,7 +327,7 @@ func measurePublish(ctx context.Context, send func(first int) (int, error), d ti
 	elapsed := time.Since(start)
 	row.Events, row.Seconds = sent, elapsed.Seconds()
 	row.MsgsPerS = float64(sent) / elapsed.Seconds()
-	row.CPUus = perEvent(cpuTime()-cpu0, sent)
+	row.CPUus = perEvent(e2ebench.CPUTime()-cpu0, sent)
 	return row, nil
 }
 

@@ -141,20 +141,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res := Result{Rate: cfg.Rate, Size: cfg.Size, DurationS: cfg.Duration.Seconds(), URL: url}
 	cfg.Progress(fmt.Sprintf("raw nats.go: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
-	cpu0 := cpuTime()
+	cpu0 := CPUTime()
 	raw, err := runRaw(ctx, cfg, url)
 	if err != nil {
 		return res, fmt.Errorf("raw side: %w", err)
 	}
-	raw.CPUus = perEvent(cpuTime()-cpu0, raw.Handled)
+	raw.CPUus = perEvent(CPUTime()-cpu0, raw.Handled)
 	cfg.Progress(fmt.Sprintf("raw nats.go: %.0f msgs/s, p99 %.0f µs, lost %d", raw.MsgsPerS, raw.P99us, raw.Lost))
 	cfg.Progress(fmt.Sprintf("herald: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
-	cpu0 = cpuTime()
+	cpu0 = CPUTime()
 	hs, err := runHerald(ctx, cfg, url)
 	if err != nil {
 		return res, fmt.Errorf("herald side: %w", err)
 	}
-	hs.CPUus = perEvent(cpuTime()-cpu0, hs.Handled)
+	hs.CPUus = perEvent(CPUTime()-cpu0, hs.Handled)
 	cfg.Progress(fmt.Sprintf("herald: %.0f msgs/s, p99 %.0f µs, lost %d", hs.MsgsPerS, hs.P99us, hs.Lost))
 	res.Herald, res.Raw = hs, raw
 	res.HeraldMsgsPerS, res.RawMsgsPerS = hs.MsgsPerS, raw.MsgsPerS
