@@ -505,29 +505,26 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 		if hb != nil {
 			nm.Header = hb.h
 		}
+		var err error
 		if si.fresh.Load() {
-			err := b.republish(ctx, nm)
+			err = b.republish(ctx, nm)
 			hb.release()
-			if errors.Is(err, nats.ErrMaxPayload) {
-				err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
-			}
-			if err != nil {
-				fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
+			if err == nil {
+				si.fresh.Store(false)
 				continue
 			}
-			si.fresh.Store(false)
-			continue
-		}
-		f, err := b.js.PublishMsgAsync(nm)
-		if err != nil {
-			hb.release()
-			if errors.Is(err, nats.ErrMaxPayload) {
-				err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
+		} else {
+			var f jetstream.PubAckFuture
+			if f, err = b.js.PublishMsgAsync(nm); err == nil {
+				futs[i], hdrs[i] = f, hb
+				continue
 			}
-			fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
-			continue
+			hb.release()
 		}
-		futs[i], hdrs[i] = f, hb
+		if errors.Is(err, nats.ErrMaxPayload) {
+			err = fmt.Errorf("%w: %d bytes: %w", broker.ErrInvalidMessage, len(m.Data), err)
+		}
+		fail(i, fmt.Errorf("natsjs: publish to %q: %w", m.Topic, err))
 	}
 	for i, f := range futs {
 		if f == nil {
@@ -686,23 +683,23 @@ const errCodeNoPeers jetstream.ErrorCode = 10005
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	wctx, cancel := context.WithTimeout(ctx, placementWait)
 	defer cancel()
+	noPeers := func(err error) error {
+		return fmt.Errorf("cluster peers for %d replicas not available within %v: %w", cfg.Replicas, placementWait, err)
+	}
 	var placement error // the last "no suitable peers"
 	for {
 		s, err := js.CreateStream(wctx, cfg)
 		var apiErr *jetstream.APIError
 		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
 			if err != nil && placement != nil && wctx.Err() != nil && ctx.Err() == nil {
-				err = placement // the wait ran out: say why it waited
-			}
-			if err != nil && placement != nil {
-				err = fmt.Errorf("cluster peers for %d replicas not available within %v: %w", cfg.Replicas, placementWait, err)
+				return nil, noPeers(placement) // the wait ran out during a try
 			}
 			return s, err
 		}
 		placement = err
 		select {
 		case <-wctx.Done():
-			return nil, fmt.Errorf("cluster peers for %d replicas not available within %v: %w", cfg.Replicas, placementWait, err)
+			return nil, noPeers(err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -119,26 +119,12 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 		perPart: perPart,
 	}
 	var err error
-	s.kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      membersBucket,
-		Description: "Herald group members (heartbeats)",
-		TTL:         memberTTL,
-		History:     1,
-		Storage:     jetstream.MemoryStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsjs: members bucket: %w", err)
+	if s.kv, err = b.memoryBucket(ctx, membersBucket, "Herald group members (heartbeats)", memberTTL); err != nil {
+		return nil, err
 	}
 	s.key = si.name + "." + s.base + "." + s.member
-	s.clean, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      handoverBucket,
-		Description: "Herald partitions released with everything settled",
-		TTL:         handoverTTL,
-		History:     1,
-		Storage:     jetstream.MemoryStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsjs: handover bucket: %w", err)
+	if s.clean, err = b.memoryBucket(ctx, handoverBucket, "Herald partitions released with everything settled", handoverTTL); err != nil {
+		return nil, err
 	}
 	if err := s.ensureConsumers(ctx); err != nil {
 		return nil, err
@@ -160,6 +146,22 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 	b.ordered[s] = struct{}{}
 	b.mu.Unlock()
 	return s, nil
+}
+
+// memoryBucket creates (or updates) a KV bucket in memory that keeps one
+// value per key for ttl.
+func (b *Broker) memoryBucket(ctx context.Context, name, description string, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: description,
+		TTL:         ttl,
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: KV bucket %s: %w", name, err)
+	}
+	return kv, nil
 }
 
 // ensureConsumers creates every partition consumer of the group with one
@@ -296,20 +298,12 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 // delivered again in stream order from its first unacknowledged event
 // (events above it that were acknowledged come again: at-least-once).
 func (s *orderedSub) acquire(part *partition) {
-	cons := s.cons[part.p]
-	crashed := false
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		info, err := cons.Info(ctx)
-		if err == nil && info.NumAckPending > 0 && !pinned(info) {
-			if last := info.Delivered.Last; last == nil || time.Since(*last) > 2*s.opts.AckWait+time.Second {
-				crashed = !s.releasedCleanly(ctx, part.p, last)
-				cancel()
-				break
+		free, crashed := s.free(part.p)
+		if free {
+			if crashed {
+				s.resetToAckFloor(part.p)
 			}
-		}
-		cancel()
-		if err == nil && info.NumAckPending == 0 {
 			break
 		}
 		select {
@@ -318,9 +312,7 @@ func (s *orderedSub) acquire(part *partition) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if crashed {
-		s.resetToAckFloor(part.p)
-	}
+	cons := s.cons[part.p]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if part.released.Load() {
@@ -355,6 +347,27 @@ func (s *orderedSub) acquire(part *partition) {
 			return part.tr.len() == 0 || g != 0 && time.Now().UnixNano() > g
 		})
 	})
+}
+
+// free reports whether partition p can be consumed now (see acquire), and
+// whether its last owner crashed, leaving deliveries that need a reset.
+func (s *orderedSub) free(p int) (free, crashed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := s.cons[p].Info(ctx)
+	switch {
+	case err != nil:
+		return false, false
+	case info.NumAckPending == 0:
+		return true, false
+	case pinned(info):
+		return false, false
+	}
+	last := info.Delivered.Last
+	if last != nil && time.Since(*last) <= 2*s.opts.AckWait+time.Second {
+		return false, false
+	}
+	return true, !s.releasedCleanly(ctx, p, last)
 }
 
 // pinned reports whether a client holds the partition's pin: a member that
