@@ -985,10 +985,10 @@ func (s *subscription) commit(ctx context.Context, cl *kgo.Client, only []*part)
 		if p.gone {
 			return
 		}
-		if p.point(false) < 0 {
-			return
-		}
 		pc := p.snapshot(false)
+		if pc.off < 0 {
+			return // nothing fetched yet
+		}
 		if pc.off == p.committed && pc.meta == p.commMeta {
 			s.resolveLocked(pc)
 			return
