@@ -86,6 +86,10 @@ var (
 	ErrInvalidSubject = &Error{Code: 42208}
 	// ErrStore (50001): the store failed.
 	ErrStore = &Error{Code: 50001}
+	// ErrUnavailable (50301): the store does not answer or is gone (its
+	// KV bucket was deleted, JetStream is down); the request may succeed
+	// later. Herald's own code: Confluent has none for it.
+	ErrUnavailable = &Error{Code: 50301}
 )
 
 func newError(kind *Error, format string, args ...any) *Error {
@@ -93,5 +97,8 @@ func newError(kind *Error, format string, args ...any) *Error {
 }
 
 func storeError(err error, format string, args ...any) *Error {
+	if errors.Is(err, ErrStoreUnavailable) {
+		return &Error{Code: ErrUnavailable.Code, Message: fmt.Sprintf(format, args...) + ": " + err.Error(), Err: err}
+	}
 	return &Error{Code: ErrStore.Code, Message: fmt.Sprintf(format, args...) + ": " + err.Error(), Err: err}
 }

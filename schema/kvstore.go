@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -74,7 +75,7 @@ func (s *KVStore) Get(ctx context.Context, key string) (Entry, error) {
 		return Entry{}, ErrKeyNotFound
 	}
 	if err != nil {
-		return Entry{}, err
+		return Entry{}, kvError(err)
 	}
 	return Entry{Key: key, Value: e.Value(), Revision: e.Revision()}, nil
 }
@@ -85,7 +86,7 @@ func (s *KVStore) Create(ctx context.Context, key string, value []byte) (uint64,
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, ErrKeyExists
 	}
-	return rev, err
+	return rev, kvError(err)
 }
 
 // Update implements Store.
@@ -94,12 +95,13 @@ func (s *KVStore) Update(ctx context.Context, key string, value []byte, rev uint
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, ErrRevisionMismatch
 	}
-	return n, err
+	return n, kvError(err)
 }
 
 // Put implements Store.
 func (s *KVStore) Put(ctx context.Context, key string, value []byte) (uint64, error) {
-	return s.kv.Put(ctx, key, value)
+	rev, err := s.kv.Put(ctx, key, value)
+	return rev, kvError(err)
 }
 
 // Delete implements Store. It purges the key so no old value is kept.
@@ -107,6 +109,21 @@ func (s *KVStore) Delete(ctx context.Context, key string) error {
 	err := s.kv.Purge(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
+	}
+	return kvError(err)
+}
+
+// kvError marks the errors that say the bucket is gone or JetStream does
+// not answer with ErrStoreUnavailable.
+func kvError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
 	return err
 }

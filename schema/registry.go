@@ -273,6 +273,11 @@ func (r *Registry) Version(subject string, version int, deleted bool) (SubjectVe
 	if err != nil {
 		return SubjectVersion{}, err
 	}
+	if r.st.schemas[v.ID] == nil {
+		// The store holds the version but not its schema (written by hand,
+		// or lost): an empty schema would read as a valid answer.
+		return SubjectVersion{}, newError(ErrSchemaNotFound, "subject %q version %d refers to schema id %d, which the store does not hold", subject, v.Version, v.ID)
+	}
 	return r.subjectVersion(v), nil
 }
 

@@ -52,4 +52,7 @@ var (
 	ErrKeyExists = errors.New("schema: key exists")
 	// ErrRevisionMismatch is returned by Store.Update when the key changed.
 	ErrRevisionMismatch = errors.New("schema: revision mismatch")
+	// ErrStoreUnavailable is wrapped by Store errors that say the store
+	// does not answer or is gone, as opposed to a refused write.
+	ErrStoreUnavailable = errors.New("schema: store unavailable")
 )

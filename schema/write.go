@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -16,6 +17,57 @@ const maxRefDepth = 32
 
 // maxAttempts bounds retries after a conflicting write by another registry.
 const maxAttempts = 16
+
+// MaxID is the largest schema id, and MaxVersion the largest version
+// number: the Confluent API and its clients read both as 32-bit integers,
+// so larger ones could be stored but never read back.
+const (
+	MaxID      = math.MaxInt32
+	MaxVersion = math.MaxInt32
+)
+
+// MaxNesting bounds how deeply the objects and arrays of a schema's text
+// nest. Real schemas stay far below it; a much deeper one costs seconds to
+// minutes of CPU to compile, so it is refused before it is parsed.
+const MaxNesting = 128
+
+// nestingDepth returns the deepest nesting of '{' and '[' in text outside
+// double-quoted strings, giving up once it passes limit.
+func nestingDepth(text string, limit int) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case '}', ']':
+			if depth > 0 {
+				depth--
+			}
+		}
+	}
+	return deepest
+}
 
 // resolveRefsLocked appends the transitive references of refs to out,
 // dependencies first, and returns refs with "latest" (-1) resolved to a
@@ -58,7 +110,7 @@ type prepared struct {
 	fp     string
 }
 
-func (r *Registry) prepare(s Schema, deepNormalize bool) (*prepared, error) {
+func (r *Registry) prepare(ctx context.Context, s Schema, deepNormalize bool) (*prepared, error) {
 	t, err := ParseType(string(s.Type))
 	if err != nil {
 		return nil, &Error{Code: ErrInvalidSchema.Code, Message: err.Error(), Err: err}
@@ -69,6 +121,12 @@ func (r *Registry) prepare(s Schema, deepNormalize bool) (*prepared, error) {
 	}
 	if len(s.Text) > r.maxSchema {
 		return nil, newError(ErrInvalidSchema, "invalid schema: %d bytes, more than the limit of %d", len(s.Text), r.maxSchema)
+	}
+	if d := nestingDepth(s.Text, MaxNesting); d > MaxNesting {
+		return nil, newError(ErrInvalidSchema, "invalid schema: objects and arrays nest more than %d levels deep", MaxNesting)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	var refs []compat.Ref
 	r.mu.RLock()
@@ -83,6 +141,9 @@ func (r *Registry) prepare(s Schema, deepNormalize bool) (*prepared, error) {
 	s.References = resolved
 	p, err := Parse(t, s.Text, refs...)
 	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return &prepared{schema: s, parsed: p, fp: fingerprint(t, normalize(t, s.Text, deepNormalize), resolved)}, nil
@@ -237,11 +298,20 @@ func (r *Registry) Register(ctx context.Context, subject string, s Schema, o Reg
 	if o.ID < 0 || o.Version < 0 {
 		return SubjectVersion{}, newError(ErrInvalidSchema, "invalid id %d or version %d: must not be negative", o.ID, o.Version)
 	}
-	p, err := r.prepare(s, o.Normalize)
+	if o.ID > MaxID {
+		return SubjectVersion{}, newError(ErrInvalidSchema, "invalid schema id %d: ids go from 1 to %d", o.ID, MaxID)
+	}
+	if o.Version > MaxVersion {
+		return SubjectVersion{}, newError(ErrInvalidVersion, "invalid version %d: versions go from 1 to %d", o.Version, MaxVersion)
+	}
+	p, err := r.prepare(ctx, s, o.Normalize)
 	if err != nil {
 		return SubjectVersion{}, err
 	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return SubjectVersion{}, err
+		}
 		sv, retry, err := r.registerOnce(ctx, subject, p, o)
 		if !retry {
 			return sv, err
@@ -376,6 +446,9 @@ func (r *Registry) allocateID(ctx context.Context, atLeast int) (int, error) {
 		r.mu.RLock()
 		last := max(cur.ID, r.st.maxID)
 		r.mu.RUnlock()
+		if last >= MaxID && atLeast == 0 {
+			return 0, newError(ErrOperationNotPermitted, "schema ids exhausted: id %d is the largest there can be", MaxID)
+		}
 		next := last + 1
 		if atLeast > 0 {
 			if atLeast <= cur.ID {
@@ -467,7 +540,12 @@ func (r *Registry) storeSchema(ctx context.Context, id int, p *prepared, explici
 // Lookup returns the version of subject that holds s (soft-deleted ones
 // too with deleted): ErrSubjectNotFound or ErrSchemaNotFound otherwise.
 func (r *Registry) Lookup(subject string, s Schema, normalize, deleted bool) (SubjectVersion, error) {
-	p, err := r.prepare(s, normalize)
+	return r.LookupContext(context.Background(), subject, s, normalize, deleted)
+}
+
+// LookupContext is Lookup that stops when ctx is done.
+func (r *Registry) LookupContext(ctx context.Context, subject string, s Schema, normalize, deleted bool) (SubjectVersion, error) {
+	p, err := r.prepare(ctx, s, normalize)
 	if err != nil {
 		return SubjectVersion{}, err
 	}
@@ -497,7 +575,7 @@ func (r *Registry) Check(ctx context.Context, subject string, version int, s Sch
 	if err := ValidateSubject(subject); err != nil {
 		return CheckResult{}, err
 	}
-	p, err := r.prepare(s, normalize)
+	p, err := r.prepare(ctx, s, normalize)
 	if err != nil {
 		return CheckResult{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -150,6 +151,9 @@ func (s *Service) DLQEntries(ctx context.Context, topic string, after uint64, li
 		return []Entry{}, 0, err
 	}
 	entries = []Entry{}
+	if after == math.MaxUint64 {
+		return entries, 0, nil // nothing comes after the last sequence there can be
+	}
 	last := st.CachedInfo().State.LastSeq
 	err = s.scan(ctx, st, after+1, last, func(m *jetstream.RawStreamMsg) bool {
 		if len(entries) == limit {
@@ -463,7 +467,7 @@ func (rd *redriver) add(ctx context.Context, st jetstream.Stream, dlq string, m 
 	} else {
 		rd.res.Truncated = true
 	}
-	msg, err := redriveMessage(st.CachedInfo().Config.Name, m)
+	msg, err := redriveMessage(dlq, st.CachedInfo().Config.Name, m)
 	if err != nil {
 		rd.fail(item, err.Error())
 		return nil
@@ -527,8 +531,11 @@ var failureHeaders = []string{
 }
 
 // redriveMessage rebuilds the original message of the dead letter m of
-// stream.
-func redriveMessage(stream string, m *jetstream.RawStreamMsg) (*broker.Message, error) {
+// dead-letter topic dlq, held in stream. A dead letter goes back only to
+// the topic its dead-letter topic collects for: whoever could publish into
+// the dead-letter topic must not be able to steer a redrive into another
+// service's topic by naming it in a header.
+func redriveMessage(dlq, stream string, m *jetstream.RawStreamMsg) (*broker.Message, error) {
 	h := m.Header
 	topic := h.Get(consumer.HeaderOriginalTopic)
 	if topic == "" {
@@ -536,6 +543,9 @@ func redriveMessage(stream string, m *jetstream.RawStreamMsg) (*broker.Message, 
 	}
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return nil, fmt.Errorf("%s header: %w", consumer.HeaderOriginalTopic, err)
+	}
+	if src := consumer.SourceTopic(dlq); topic != src {
+		return nil, fmt.Errorf("%s header names topic %q, but %s collects the dead letters of %q: refused", consumer.HeaderOriginalTopic, topic, dlq, src)
 	}
 	route := routeOf(m.Subject)
 	if err := broker.ValidateRoute(route); err != nil {

@@ -124,7 +124,7 @@ func TestDeadLetters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := redriveMessage(natsjs.StreamName(topic+".dlq"), m)
+	msg, err := redriveMessage(topic+".dlq", natsjs.StreamName(topic+".dlq"), m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,6 +104,10 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrConflict):
 		code = http.StatusConflict
+	case errors.Is(err, ErrTooLarge):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrMediaType):
+		code = http.StatusUnsupportedMediaType
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):
@@ -113,15 +119,34 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, code, err.Error())
 }
 
-// decode reads a JSON body into v: at most 1 MiB, known fields only, one
-// value.
+// ErrTooLarge: the request body is larger than the API takes (413).
+var ErrTooLarge = errors.New("request body too large")
+
+// ErrMediaType: the request body is not JSON (415). Requiring
+// application/json also keeps web pages from posting to the API: a
+// browser sends that type across sites only after a CORS preflight, which
+// the API never grants.
+var ErrMediaType = errors.New("unsupported media type")
+
+// IsJSONType reports whether a Content-Type header names JSON
+// (application/json, or a +json type).
+func IsJSONType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// decode reads a JSON body into v: Content-Type application/json, at most
+// 1 MiB, known fields only, one value.
 func decode(r *http.Request, w http.ResponseWriter, v any) error {
+	if ct := r.Header.Get("Content-Type"); !IsJSONType(ct) {
+		return fmt.Errorf("%w: Content-Type %q: send the body as application/json", ErrMediaType, ct)
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fmt.Errorf("%w: body is larger than %d bytes", ErrInvalid, maxBody)
+			return fmt.Errorf("%w: body is larger than %d bytes", ErrTooLarge, maxBody)
 		}
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: body is empty; want a JSON object", ErrInvalid)

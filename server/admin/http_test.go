@@ -37,7 +37,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"empty body", "POST", "/api/v1/dlq/redrive", "", 400, "body is empty"},
 		{"unknown field", "POST", "/api/v1/dlq/redrive", `{"topic":"x","bogus":1}`, 400, "bogus"},
 		{"two values", "POST", "/api/v1/dlq/redrive", `{} {}`, 400, "more than one"},
-		{"huge body", "POST", "/api/v1/dlq/redrive", big, 400, "larger than"},
+		{"huge body", "POST", "/api/v1/dlq/redrive", big, 413, "larger than"},
 		{"bad filter", "POST", "/api/v1/dlq/redrive", `{"filter":"colour=red"}`, 400, "unknown key"},
 		{"bad regexp", "POST", "/api/v1/dlq/redrive", `{"filter":"error~=(("}`, 400, "missing closing"},
 		{"bad id", "POST", "/api/v1/dlq/redrive", `{"ids":["orders"]}`, 400, "TOPIC:SEQ"},
@@ -72,6 +72,7 @@ func TestHandlerErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -254,11 +255,12 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		check := func(v any, validate func() error) {
 			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
 			err := decode(r, httptest.NewRecorder(), v)
 			if err == nil {
 				err = validate()
 			}
-			if err != nil && !errors.Is(err, ErrInvalid) {
+			if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("%T: error %v does not wrap ErrInvalid", v, err)
 			}
 		}

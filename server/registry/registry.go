@@ -13,6 +13,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,6 +166,15 @@ func (h *Handler) writeError(w http.ResponseWriter, status, code int, msg string
 
 // fail writes err: a *schema.Error with its code, anything else as 50001.
 func (h *Handler) fail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this.
+		h.writeError(w, 499, 499, "request cancelled")
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		h.writeError(w, http.StatusGatewayTimeout, 50002, "operation timed out: "+err.Error())
+		return
+	}
 	var se *schema.Error
 	if !errors.As(err, &se) {
 		se = &schema.Error{Code: schema.ErrStore.Code, Message: err.Error()}
@@ -370,7 +380,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	sv, err := h.reg.Lookup(r.PathValue("subject"), s, boolParam(r, "normalize"), boolParam(r, "deleted"))
+	sv, err := h.reg.LookupContext(r.Context(), r.PathValue("subject"), s, boolParam(r, "normalize"), boolParam(r, "deleted"))
 	if err != nil {
 		h.fail(w, err)
 		return
