@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -30,7 +31,10 @@ func (a *app) adminBaseURL() string {
 }
 
 func (a *app) adminClient() (*admin.Client, error) {
-	c, err := admin.NewClient(a.adminBaseURL(), nil)
+	if a.timeout <= 0 {
+		return nil, fmt.Errorf("--timeout %v: must be positive", a.timeout)
+	}
+	c, err := admin.NewClient(a.adminBaseURL(), &http.Client{Timeout: a.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("--admin-url: %w", err)
 	}

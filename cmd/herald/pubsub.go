@@ -113,6 +113,9 @@ With --structured, DATA is a whole CloudEvent in structured JSON
 			if ev.Type == "" {
 				return errors.New("--type is required (what happened, for example shop.order.placed.v1)")
 			}
+			if event.IsJSONContentType(ev.DataContentType) && len(ev.Data) > 0 && !json.Valid(ev.Data) {
+				return fmt.Errorf("content type %s, but the data is not valid JSON (%s); fix the data or pass another --content-type", ev.DataContentType, preview(ev.Data))
+			}
 			if topic == "" {
 				return errors.New("--topic is required")
 			}
@@ -282,4 +285,13 @@ func printable(ev *event.Event) string {
 		return string(ev.Data)
 	}
 	return fmt.Sprintf("(%d bytes of %s)", len(ev.Data), ev.DataContentType)
+}
+
+// preview quotes the start of data for an error message.
+func preview(data []byte) string {
+	const n = 40
+	if len(data) > n {
+		return fmt.Sprintf("%q...", data[:n])
+	}
+	return fmt.Sprintf("%q", data)
 }

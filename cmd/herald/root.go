@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -18,6 +19,8 @@ type app struct {
 	output string
 	// config is the path of a JSON settings file.
 	config string
+	// timeout bounds the wait for an answer of the admin API.
+	timeout time.Duration
 }
 
 func newRootCmd() *cobra.Command {
@@ -33,6 +36,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&a.registryURL, "registry-url", "", "schema registry URL (default: $HERALD_REGISTRY_URL, else the local herald's)")
 	pf.StringVar(&a.adminURL, "admin-url", "", "admin API URL (default: $HERALD_ADMIN_URL, else the local herald's)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long a command waits for the admin API to answer (raise it for a redrive of a very large dead-letter queue)")
 	pf.StringVar(&a.config, "config", "", `JSON file of settings: flag names to values, e.g. {"data-dir": "/var/lib/herald", "topic-retention": ["orders=max-age:72h"]} (also $HERALD_CONFIG; flags and HERALD_* variables take precedence)`)
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if a.config == "" {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -69,6 +70,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return fmt.Errorf("the admin API at %s did not answer %s %s within %v: %w (a server that is stuck or overloaded; raise --timeout for long operations)", c.base, method, path, c.hc.Timeout, err)
 		}
 		return fmt.Errorf("cannot reach the admin API at %s: %w (is `herald serve` running? set --admin-url or $HERALD_ADMIN_URL)", c.base, err)
 	}
