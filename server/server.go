@@ -12,6 +12,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -33,6 +35,7 @@ import (
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
+	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/server/registry"
 	"github.com/heraldhq/herald/telemetry"
 )
@@ -74,6 +77,45 @@ type Config struct {
 	TopicRetention map[string]admin.Retention
 	// Audit configures the audit log.
 	Audit AuditConfig
+
+	// TLS, if set, serves every listener (NATS, admin, registry) over TLS
+	// with this certificate; with ClientCAFile, clients must present a
+	// certificate that CA signed (mutual TLS).
+	TLS *auth.TLSFiles
+	// Auth turns authentication on for every listener: NATS clients need
+	// credentials minted by `herald auth add-service`/`add-user`, HTTP
+	// clients their API token (basic or bearer) or an OIDC token. The
+	// first admin's credentials are written to <DataDir>/auth/admin.creds.
+	Auth bool
+	// OIDC, if set, accepts the bearer tokens of this OAuth2/OIDC issuer
+	// on the admin API and registry.
+	OIDC *auth.OIDCConfig
+	// AllowedHosts are the Host names the HTTP listeners answer besides
+	// IP addresses, localhost, this machine's name and the TLS
+	// certificate's names; "*" accepts any.
+	AllowedHosts []string
+	// Insecure lets the server listen beyond loopback without TLS and
+	// authentication.
+	Insecure bool
+	// StoreKey encrypts the embedded JetStream store at rest (events and
+	// KV buckets, including the registry's). Read it from a file or an
+	// environment variable, never a flag. StoreOldKey is the previous key
+	// during a rotation; StoreCipher is chacha (default) or aes.
+	StoreKey, StoreOldKey, StoreCipher string
+	// HTTPTimeouts bound the reading of HTTP requests; zero fields take
+	// the defaults (headers 5s, whole request 30s, idle 2m).
+	HTTPTimeouts HTTPTimeouts
+}
+
+// HTTPTimeouts bound how long an HTTP listener waits for a client.
+type HTTPTimeouts struct {
+	// ReadHeader bounds reading a request's headers. Default 5s.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included. Default 30s.
+	Read time.Duration
+	// Idle bounds how long a kept-alive connection waits for its next
+	// request. Default 2m.
+	Idle time.Duration
 }
 
 // Audit stores.
@@ -131,6 +173,12 @@ type Server struct {
 	indexer    *audit.Indexer
 	auditStop  context.CancelFunc
 	auditWG    sync.WaitGroup
+
+	tls       *tls.Config
+	authority *auth.Authority
+	auth      *auth.Manager
+	sysConn   *nats.Conn
+	policy    auth.AdminPolicy
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -175,8 +223,26 @@ func New(cfg Config) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("server: audit store %q: want sqlite, postgres or off (--audit)", cfg.Audit.Store)
 	}
+	if err := checkSecurity(&cfg); err != nil {
+		return nil, err
+	}
 	if cfg.Audit.MaxPayload == 0 {
 		cfg.Audit.MaxPayload = 64 << 10
+		if cfg.StoreKey != "" && cfg.Audit.Store == AuditSQLite {
+			// The SQLite index is not encrypted: with the store encrypted
+			// it keeps no payloads unless told to.
+			cfg.Audit.MaxPayload = -1
+		}
+	}
+	t := &cfg.HTTPTimeouts
+	if t.ReadHeader <= 0 {
+		t.ReadHeader = 5 * time.Second
+	}
+	if t.Read <= 0 {
+		t.Read = 30 * time.Second
+	}
+	if t.Idle <= 0 {
+		t.Idle = 2 * time.Minute
 	}
 	if cfg.Audit.BusyRate == 0 {
 		cfg.Audit.BusyRate = 5000
@@ -208,12 +274,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("server: --broker: %w", err)
 		}
 	} else {
-		s.emb, err = natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{
+		ec := natsjs.EmbeddedConfig{
 			DataDir:    s.cfg.DataDir,
 			Addr:       s.cfg.NATSAddr,
 			Durability: s.cfg.Durability,
 			Logger:     s.log,
-		})
+		}
+		if err := s.prepareSecurity(&ec); err != nil {
+			return err
+		}
+		s.emb, err = natsjs.RunEmbedded(ctx, ec)
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
@@ -223,6 +293,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 	if err := s.openEvents(ctx); err != nil {
+		return err
+	}
+	if err := s.startAuth(ctx); err != nil {
 		return err
 	}
 	store, err := schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket)
@@ -251,8 +324,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.routes()
-	s.httpSrv = s.newHTTPServer(s.mux)
-	s.regSrv = s.newHTTPServer(registry.NewHandler(s.registry, registry.WithLogger(s.log)))
+	adminGuard, regGuard, err := s.guards(ctx)
+	if err != nil {
+		return err
+	}
+	s.httpSrv = s.newHTTPServer(adminGuard.Wrap(s.mux))
+	s.regSrv = s.newHTTPServer(regGuard.Wrap(registry.NewHandler(s.registry, registry.WithLogger(s.log))))
+	if s.tls != nil {
+		s.httpLn = tls.NewListener(s.httpLn, s.tls)
+		s.regLn = tls.NewListener(s.regLn, s.tls)
+	}
 	s.serve(s.httpSrv, s.httpLn)
 	s.serve(s.regSrv, s.regLn)
 	s.log.Info("herald started",
@@ -270,10 +351,13 @@ func (s *Server) serve(srv *http.Server, ln net.Listener) {
 }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	t := s.cfg.HTTPTimeouts
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
@@ -290,8 +374,19 @@ func listen(what, flag, addr string) (net.Listener, error) {
 }
 
 // Handle mounts h on the admin HTTP server under pattern (a
-// net/http.ServeMux pattern). Call it before Start.
+// net/http.ServeMux pattern). Call it before Start. The admin listener's
+// guard covers it: GET and HEAD need a reader, anything else an admin
+// (see auth.AdminPolicy); HandleRole mounts with another requirement.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandleRole mounts h like Handle, and has requests with method ("" for
+// any) under path prefix need req instead of the defaults: for example
+// auth.Requirement{Role: auth.RoleService} for an endpoint services call,
+// which then checks the caller's topics with auth.FromContext.
+func (s *Server) HandleRole(pattern, method, prefix string, req auth.Requirement, h http.Handler) {
+	s.policy.Route(method, prefix, req)
+	s.mux.Handle(pattern, h)
+}
 
 // startAudit opens the audit store and starts the indexer.
 func (s *Server) startAudit(ctx context.Context) error {
@@ -352,6 +447,7 @@ func (s *Server) routes() {
 		auditLog = s.indexer
 	}
 	s.mux.Handle("/api/v1/", admin.Handler(s.admin, auditLog))
+	s.mux.Handle("/api/v1/auth/", auth.Handler(s.auth))
 	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_s": int(time.Since(s.started).Seconds())})
@@ -412,6 +508,9 @@ func (s *Server) Ready(ctx context.Context) error {
 	if _, err := s.broker.JetStream().AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream does not answer: %w", err)
 	}
+	if _, err := s.broker.JetStream().Stream(ctx, "KV_"+schema.DefaultBucket); err != nil {
+		return fmt.Errorf("the schema registry's bucket %s is not available: %w", schema.DefaultBucket, err)
+	}
 	if p, ok := s.events.(pinger); ok {
 		if err := p.Ping(ctx); err != nil {
 			return fmt.Errorf("broker %s does not answer: %w", s.cfg.BrokerURL, err)
@@ -439,7 +538,7 @@ func (s *Server) AdminURL() string {
 	if s.httpLn == nil {
 		return ""
 	}
-	return "http://" + s.httpLn.Addr().String()
+	return s.scheme() + "://" + s.httpLn.Addr().String()
 }
 
 // RegistryURL returns the base URL of the schema registry.
@@ -447,7 +546,7 @@ func (s *Server) RegistryURL() string {
 	if s.regLn == nil {
 		return ""
 	}
-	return "http://" + s.regLn.Addr().String()
+	return s.scheme() + "://" + s.regLn.Addr().String()
 }
 
 // Admin returns the operations service behind the admin API.
@@ -501,6 +600,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if s.broker != nil {
 			_ = s.broker.Close()
+		}
+		if s.sysConn != nil {
+			s.sysConn.Close()
 		}
 		if s.emb != nil {
 			s.emb.Shutdown()

@@ -58,6 +58,13 @@ type EmbeddedConfig struct {
 	// Logger receives the server's notices and errors. Default
 	// slog.Default(); debug and trace output is dropped.
 	Logger *slog.Logger
+	// Configure, if set, adjusts the server's options before it starts:
+	// TLS, authentication, encryption at rest.
+	Configure func(*server.Options) error
+	// ClientOptions come first in the options of every in-process
+	// connection (Connect): the credentials to connect with when the
+	// server authenticates its clients.
+	ClientOptions []nats.Option
 }
 
 // Embedded is a running in-process NATS server with JetStream.
@@ -124,6 +131,11 @@ func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	if cfg.Configure != nil {
+		if err := cfg.Configure(opts); err != nil {
+			return nil, fmt.Errorf("natsjs: configure embedded server: %w", err)
+		}
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: configure embedded server: %w", err)
@@ -181,7 +193,7 @@ func (e *Embedded) Durability() Durability { return e.cfg.Durability }
 
 // Connect opens an in-process client connection to the server.
 func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("herald-embedded")}, opts...)
+	opts = append(append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("herald-embedded")}, e.cfg.ClientOptions...), opts...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: in-process connection: %w", err)

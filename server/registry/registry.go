@@ -186,6 +186,18 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 	h.writeError(w, status, se.Code, se.Message)
 }
 
+// WriteError writes an error answer in the API's format, with the HTTP
+// status as its error code (for refusals before a request reaches the
+// handler: authentication, roles, hosts).
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	b, _ := json.Marshal(errorBody{Code: status, Message: msg})
+	hd := w.Header()
+	hd["Content-Type"] = []string{ContentType}
+	hd["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
 func badRequest(w http.ResponseWriter, h *Handler, format string, args ...any) {
 	h.writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf(format, args...))
 }
