@@ -13,6 +13,7 @@ package herald
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/broker/rabbitmq"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/event"
 )
 
@@ -51,6 +53,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks observe publishing (metrics, tracing); see PublishHook.
 	Hooks []PublishHook
+	// Credentials is the path of a credentials file (written by `herald
+	// auth add-service`) to connect to a NATS broker that authenticates
+	// its clients. Default $HERALD_CREDS. The file is read again at each
+	// reconnect, so rotated credentials are picked up without a restart.
+	Credentials string
+	// TLS configures the connection to a NATS broker over TLS (tls://
+	// URLs, or a server that requires it). Default: trust the CA
+	// certificates in $HERALD_CA, if set, else the system's.
+	TLS *tls.Config
 }
 
 // PublishHook observes a publish. Before is called with the events and
@@ -70,6 +81,7 @@ type Client struct {
 	binding event.Binding
 	cfg     Config
 	log     *slog.Logger
+	creds   *credentials.Creds // nil without credentials
 }
 
 // Connect returns a client for cfg's broker, connected and ready.
@@ -84,8 +96,18 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err := broker.ValidateName("topic", c.cfg.DefaultTopic); err != nil {
 		return nil, fmt.Errorf("herald: Config.DefaultTopic: %w", err)
 	}
+	natsOpts, err := c.security()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Broker != nil {
 		c.b = cfg.Broker
+	} else if scheme, _, _ := strings.Cut(cfg.URL, "://"); len(natsOpts) > 0 && (scheme == "nats" || scheme == "tls") {
+		b, err := natsjs.New(ctx, natsjs.WithURL(cfg.URL, natsOpts...), natsjs.WithLogger(c.log))
+		if err != nil {
+			return nil, fmt.Errorf("herald: %w", err)
+		}
+		c.b, c.own = b, true
 	} else {
 		b, binding, err := OpenBroker(ctx, cfg.URL, c.log)
 		if err != nil {
@@ -194,6 +216,11 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 		topics[i] = topic
 		if topic == "" {
 			topics[i] = c.TopicFor(e.Type)
+		}
+	}
+	if c.creds != nil {
+		if err := c.mayPublish(topics); err != nil {
+			return err
 		}
 	}
 	var afters []func(error)

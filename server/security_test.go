@@ -18,8 +18,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/credentials"
+	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/auth"
 )
@@ -569,4 +574,70 @@ func TestAdminActionsAudited(t *testing.T) {
 		}
 		return strings.Contains(body, `"actor":"admin"`)
 	})
+}
+
+// TestSDKRunsWithServiceCredentials: a service built on the SDK publishes,
+// consumes with a key-ordered router and dead-letters with nothing but its
+// own credentials, and is told clearly when it publishes outside them.
+func TestSDKRunsWithServiceCredentials(t *testing.T) {
+	t.Parallel()
+	srv, dev := secureServer(t, false)
+	admin, _ := loadCredsFile(t, srv.AdminCredsPath())
+	ahc := httpClient(t, dev, admin)
+	_, payPath := mint(t, ahc, srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "payments",
+		Publish: []string{"shop.payments"}, Subscribe: []string{"shop.orders"}})
+	_, ordPath := mint(t, ahc, srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "orders", Publish: []string{"shop.orders"}})
+	tc, err := credentials.TLSConfig(dev.CAFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Credentials: ordPath, TLS: tc, Source: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = orders.Close() })
+	payments, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Credentials: payPath, TLS: tc, Source: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = payments.Close() })
+
+	r, err := payments.Router("payments", []string{"shop.orders"}, consumer.WithoutRetry(), consumer.WithStart(broker.FromFirst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int32
+	r.HandleAll(func(ctx context.Context, m *consumer.Message) error {
+		if m.Event.Subject == "bad" {
+			return consumer.Permanent(errors.New("cannot charge"))
+		}
+		handled.Add(1)
+		ev := event.New("", "shop.payment.taken.v1", []byte(`{}`))
+		return payments.PublishTo(ctx, "shop.payments", ev)
+	})
+	testenv.RunRouter(t, r)
+	for _, subj := range []string{"o-1", "bad", "o-2"} {
+		ev := event.New("", "shop.order.placed.v1", []byte(`{}`))
+		ev.Subject = subj
+		if err := orders.PublishTo(t.Context(), "shop.orders", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	anc, err := natsConnect(t, srv, dev, nats.UserCredentials(srv.AdminCredsPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ajs, _ := jetstream.New(anc)
+	waitFor(t, "two payments and one dead letter", func() bool {
+		return handled.Load() == 2 && streamMsgs(t, ajs, "shop_payments") == 2 && streamMsgs(t, ajs, "shop_orders_dlq") == 1
+	})
+	// Outside its allowance: refused at once, with a clear error.
+	start := time.Now()
+	err = orders.PublishTo(t.Context(), "shop.payments", event.New("", "shop.payment.taken.v1", []byte(`{}`)))
+	if !errors.Is(err, herald.ErrPermission) || !strings.Contains(err.Error(), `"shop.payments"`) {
+		t.Fatalf("publish outside the allowance: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
 }
