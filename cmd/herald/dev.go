@@ -1,20 +1,26 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/examples/shop"
+	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/telemetry"
 )
 
 func newDevCmd(a *app) *cobra.Command {
 	f := &serveFlags{}
 	keep := false
+	withTLS := false
 	demoRate := 5.0
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -43,13 +49,26 @@ unless --keep is given.`,
 			if err != nil {
 				return err
 			}
-			srv, err := startServer(cmd.Context(), cfg)
+			caFile := ""
+			if withTLS {
+				if cfg.TLS != nil {
+					return errors.New("--tls makes a throwaway CA and certificate; it does not go with --tls-cert")
+				}
+				dev, err := auth.GenerateDevTLS(filepath.Join(cfg.DataDir, "tls"))
+				if err != nil {
+					return err
+				}
+				cfg.TLS = &auth.TLSFiles{CertFile: dev.CertFile, KeyFile: dev.KeyFile}
+				caFile = dev.CAFile
+			}
+			srv, err := startServer(cmd.Context(), cfg, caFile)
 			if err != nil {
 				return err
 			}
 			url := srv.NATSURL()
 			out := cmd.OutOrStdout()
 			demoDone := make(chan error, 1)
+			var demoClient *herald.Client
 			demoNote := "off (--demo-rate 0)"
 			if demoRate > 0 {
 				// The demo reports to the server's /metrics like a service would.
@@ -57,10 +76,21 @@ unless --keep is given.`,
 				if err != nil {
 					return err
 				}
-				c, err := herald.Connect(cmd.Context(), herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log, Hooks: []herald.PublishHook{m}})
+				hc := herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log, Hooks: []herald.PublishHook{m}}
+				if caFile != "" {
+					// The shop connects like a service would: over TLS, with
+					// credentials when the server asks for them.
+					tc, err := credentials.TLSConfig(caFile, "", "")
+					if err != nil {
+						return err
+					}
+					hc.Broker, hc.URL, hc.TLS, hc.Credentials = nil, srv.NATSURL(), tc, srv.AdminCredsPath()
+				}
+				c, err := herald.Connect(cmd.Context(), hc)
 				if err != nil {
 					return err
 				}
+				demoClient = c
 				demo := shop.New(c, shop.Config{Rate: demoRate, Logger: log, Options: []consumer.Option{consumer.WithObserver(m)}})
 				go func() { demoDone <- demo.Run(cmd.Context()) }()
 				demoNote = fmt.Sprintf("the shop example at %g orders/s; every 7th notification fails on purpose into %s", demoRate, consumer.DeadLetterTopic(shop.TopicShipping))
@@ -85,11 +115,14 @@ The demo's dead letters:
 
   go run ./cmd/herald sub --url %s --topic %s --from first
 
-Press Ctrl-C to stop.
-`, url, srv.AdminURL(), srv.RegistryURL(), cfg.DataDir, keptNote(keep), demoNote, url, url, url, consumer.DeadLetterTopic(shop.TopicShipping))
+%sPress Ctrl-C to stop.
+`, url, srv.AdminURL(), srv.RegistryURL(), cfg.DataDir, keptNote(keep), demoNote, url, url, url, consumer.DeadLetterTopic(shop.TopicShipping), securityNote(caFile, srv.AdminCredsPath()))
 			// The demo's routers drain before the broker they use stops.
 			<-cmd.Context().Done()
 			derr := <-demoDone
+			if demoClient != nil {
+				_ = demoClient.Close()
+			}
 			if err := waitAndStop(cmd.Context(), srv); err != nil {
 				return err
 			}
@@ -98,8 +131,23 @@ Press Ctrl-C to stop.
 	}
 	f.register(cmd, serveFlags{natsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"})
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data directory on exit")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "serve every listener over TLS with a throwaway CA made for this run (the CLI trusts it; other clients: $HERALD_CA)")
 	cmd.Flags().Float64Var(&demoRate, "demo-rate", demoRate, "orders per second the shop example generates (0: no demo)")
 	return cmd
+}
+
+func securityNote(caFile, creds string) string {
+	var b strings.Builder
+	if caFile != "" {
+		fmt.Fprintf(&b, "TLS is on. The CLI on this machine trusts the dev CA; other clients: export HERALD_CA=%s\n", caFile)
+	}
+	if creds != "" {
+		fmt.Fprintf(&b, "Authentication is on. The CLI on this machine uses the admin credentials; other clients: export HERALD_CREDS=%s\n", creds)
+	}
+	if b.Len() > 0 {
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 func keptNote(keep bool) string {

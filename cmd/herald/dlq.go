@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -34,7 +33,11 @@ func (a *app) adminClient() (*admin.Client, error) {
 	if a.timeout <= 0 {
 		return nil, fmt.Errorf("--timeout %v: must be positive", a.timeout)
 	}
-	c, err := admin.NewClient(a.adminBaseURL(), &http.Client{Timeout: a.timeout})
+	hc, err := a.httpClient(a.adminBaseURL(), a.timeout)
+	if err != nil {
+		return nil, err
+	}
+	c, err := admin.NewClient(a.adminBaseURL(), hc)
 	if err != nil {
 		return nil, fmt.Errorf("--admin-url: %w", err)
 	}

@@ -23,12 +23,16 @@ import (
 
 // openBroker connects to the broker at url (nats://, kafka://, amqp://),
 // with a short readiness wait for interactive use.
-func openBroker(ctx context.Context, url string) (broker.Broker, event.Binding, error) {
+func (a *app) openBroker(ctx context.Context, url string) (broker.Broker, event.Binding, error) {
 	if !strings.Contains(url, "://") {
 		url = "nats://" + url
 	}
 	if strings.HasPrefix(url, "nats://") || strings.HasPrefix(url, "tls://") {
-		b, err := natsjs.New(ctx, natsjs.WithURL(url, nats.MaxReconnects(3), nats.RetryOnFailedConnect(false)),
+		opts, err := a.natsOptions(url)
+		if err != nil {
+			return nil, event.Binding{}, err
+		}
+		b, err := natsjs.New(ctx, natsjs.WithURL(url, append(opts, nats.MaxReconnects(3), nats.RetryOnFailedConnect(false))...),
 			natsjs.WithReadyTimeout(5*time.Second))
 		if err != nil {
 			return nil, event.Binding{}, fmt.Errorf("cannot reach the broker at %s: %w", url, err)
@@ -122,7 +126,12 @@ With --structured, DATA is a whole CloudEvent in structured JSON
 			if err := ev.Validate(); err != nil {
 				return err
 			}
-			b, binding, err := openBroker(cmd.Context(), a.brokerURL())
+			if c, err := a.credsFor(a.brokerURL()); err != nil {
+				return err
+			} else if c != nil && c.Restricted() && !c.MayPublish(natsjs.StreamName(topic)+".0."+ev.Type) {
+				return fmt.Errorf("publish to topic %q: permission denied: the credentials of %s do not allow it", topic, c.Name())
+			}
+			b, binding, err := a.openBroker(cmd.Context(), a.brokerURL())
 			if err != nil {
 				return err
 			}
@@ -181,7 +190,7 @@ it left off); without, it uses a private group that is deleted on exit.
 			if err != nil {
 				return fmt.Errorf("--from: %w", err)
 			}
-			b, binding, err := openBroker(cmd.Context(), a.brokerURL())
+			b, binding, err := a.openBroker(cmd.Context(), a.brokerURL())
 			if err != nil {
 				return err
 			}

@@ -21,6 +21,8 @@ type app struct {
 	config string
 	// timeout bounds the wait for an answer of the admin API.
 	timeout time.Duration
+	// client holds the credentials and TLS flags.
+	client clientFlags
 }
 
 func newRootCmd() *cobra.Command {
@@ -36,6 +38,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&a.registryURL, "registry-url", "", "schema registry URL (default: $HERALD_REGISTRY_URL, else the local herald's)")
 	pf.StringVar(&a.adminURL, "admin-url", "", "admin API URL (default: $HERALD_ADMIN_URL, else the local herald's)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	a.client.register(root)
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long a command waits for the admin API to answer (raise it for a redrive of a very large dead-letter queue)")
 	pf.StringVar(&a.config, "config", "", `JSON file of settings: flag names to values, e.g. {"data-dir": "/var/lib/herald", "topic-retention": ["orders=max-age:72h"]} (also $HERALD_CONFIG; flags and HERALD_* variables take precedence)`)
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -61,6 +64,7 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(a),
 		newTraceCmd(a),
 		newTopicCmd(a),
+		newAuthCmd(a),
 	)
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +31,11 @@ func (a *app) schemaRegistryURL() string {
 }
 
 func (a *app) schemaClient() (*serde.Client, error) {
-	return serde.NewClient(a.schemaRegistryURL())
+	hc, err := a.httpClient(a.schemaRegistryURL(), 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return serde.NewClient(a.schemaRegistryURL(), serde.WithHTTPClient(hc))
 }
 
 func newSchemaCmd(a *app) *cobra.Command {

@@ -27,6 +27,7 @@ type serveFlags struct {
 	logLevel     string
 	logFormat    string
 	ops          opsFlags
+	sec          securityFlags
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
@@ -40,6 +41,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	f.ops.register(cmd)
+	f.sec.register(cmd)
 }
 
 func (f *serveFlags) logger(w io.Writer) (*slog.Logger, error) {
@@ -75,6 +77,9 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 		BrokerURL:    f.brokerURL,
 		Logger:       log,
 	}
+	if err := f.sec.apply(&cfg); err != nil {
+		return server.Config{}, err
+	}
 	return cfg, f.ops.apply(&cfg)
 }
 
@@ -106,12 +111,15 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 			if err != nil {
 				return err
 			}
-			srv, err := startServer(cmd.Context(), cfg)
+			srv, err := startServer(cmd.Context(), cfg, "")
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  events:   %s\n  admin:    %s\n  registry: %s\n  data dir: %s\n",
 				srv.NATSURL(), srv.EventsURL(), srv.AdminURL(), srv.RegistryURL(), cfg.DataDir)
+			if p := srv.AdminCredsPath(); p != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "  admin credentials: %s\n", p)
+			}
 			return waitAndStop(cmd.Context(), srv)
 		},
 	}
@@ -124,8 +132,9 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 	return cmd
 }
 
-// startServer starts a server and records its addresses for the CLI.
-func startServer(ctx context.Context, cfg server.Config) (*server.Server, error) {
+// startServer starts a server and records its addresses for the CLI;
+// caFile is the CA of its TLS certificate when the CLI should trust it.
+func startServer(ctx context.Context, cfg server.Config, caFile string) (*server.Server, error) {
 	srv, err := server.New(cfg)
 	if err != nil {
 		return nil, err
@@ -133,7 +142,8 @@ func startServer(ctx context.Context, cfg server.Config) (*server.Server, error)
 	if err := srv.Start(ctx); err != nil {
 		return nil, err
 	}
-	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), RegistryURL: srv.RegistryURL(), DataDir: cfg.DataDir}
+	st := localstate.State{PID: os.Getpid(), NATSURL: srv.NATSURL(), AdminURL: srv.AdminURL(), RegistryURL: srv.RegistryURL(), DataDir: cfg.DataDir,
+		CAFile: caFile, CredsFile: srv.AdminCredsPath()}
 	if u := srv.EventsURL(); u != srv.NATSURL() {
 		st.BrokerURL = u
 	}

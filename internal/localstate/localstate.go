@@ -23,6 +23,11 @@ type State struct {
 	AdminURL    string `json:"admin_url"`
 	RegistryURL string `json:"registry_url,omitempty"`
 	DataDir     string `json:"data_dir"`
+	// CAFile is the CA certificate the local Herald's TLS listeners use
+	// (herald dev --tls); CredsFile the credentials of its first admin
+	// (--auth). The CLI uses them only with the local Herald's URLs.
+	CAFile    string `json:"ca_file,omitempty"`
+	CredsFile string `json:"creds_file,omitempty"`
 }
 
 // Path returns the state file: $HERALD_STATE_FILE, else
