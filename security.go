@@ -63,4 +63,3 @@ func (c *Client) mayPublish(topics []string) error {
 
 // Credentials returns the credentials the client connected with, or nil.
 func (c *Client) Credentials() *credentials.Creds { return c.creds }
-

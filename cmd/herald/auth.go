@@ -327,8 +327,8 @@ func splitList(s string) []string {
 func newAuthAddUserCmd(a *app) *cobra.Command {
 	var role, subjects, out string
 	cmd := &cobra.Command{
-		Use:     "add-user NAME --role reader|writer|admin",
-		Short:   "Mint the credentials of an operator",
+		Use:   "add-user NAME --role reader|writer|admin",
+		Short: "Mint the credentials of an operator",
 		Example: `  herald auth add-user rita --role reader
   herald auth add-user wes --role writer --subjects shop.orders,shop.payments`,
 		Args: cobra.ExactArgs(1),
