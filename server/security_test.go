@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
@@ -639,5 +640,32 @@ func TestSDKRunsWithServiceCredentials(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("refusal took %v", d)
+	}
+}
+
+// TestConfluentClientBasicAuth: a Confluent client (franz-go's sr) with
+// basic auth NAME:TOKEN, as basic.auth.user.info gives it, works
+// unchanged; a wrong password does not.
+func TestConfluentClientBasicAuth(t *testing.T) {
+	t.Parallel()
+	srv, dev := secureServer(t, false)
+	admin, _ := loadCredsFile(t, srv.AdminCredsPath())
+	svc, _ := mint(t, httpClient(t, dev, admin), srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "orders", Publish: []string{"shop.orders"}})
+	tc, _ := credentials.TLSConfig(dev.CAFile, "", "")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
+	c, err := sr.NewClient(sr.URLs(srv.RegistryURL()), sr.HTTPClient(hc), sr.BasicAuth(svc.Name(), svc.Token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := c.CreateSchema(t.Context(), "shop.orders-value", sr.Schema{Schema: `"string"`})
+	if err != nil {
+		t.Fatalf("register with basic auth: %v", err)
+	}
+	if _, err := c.SchemaByID(t.Context(), ss.ID); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := sr.NewClient(sr.URLs(srv.RegistryURL()), sr.HTTPClient(hc), sr.BasicAuth(svc.Name(), "hrd_wrong"))
+	if _, err := bad.Subjects(t.Context()); err == nil {
+		t.Fatal("a wrong password was accepted")
 	}
 }
