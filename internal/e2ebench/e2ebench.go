@@ -310,7 +310,16 @@ func drain(ctx context.Context, r *recorder, published int) {
 }
 
 func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
-	nc, err := nats.Connect(url)
+	// The raw client authenticates and trusts the server as the SDK does
+	// ($HERALD_CREDS, $HERALD_CA), so a secured server compares alike.
+	var opts []nats.Option
+	if p := os.Getenv("HERALD_CREDS"); p != "" {
+		opts = append(opts, nats.UserCredentials(p))
+	}
+	if p := os.Getenv("HERALD_CA"); p != "" {
+		opts = append(opts, nats.RootCAs(p))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return Side{}, err
 	}
