@@ -112,6 +112,16 @@ func TestServeRefusesAnOpenNetworkAddress(t *testing.T) {
 	}
 }
 
+func TestServeInsecureListensOnAnOpenAddress(t *testing.T) {
+	t.Parallel()
+	_, stateFile, out := startHerald(t, "serve", "--data-dir", t.TempDir(), "--nats-addr", "127.0.0.1:0",
+		"--http-addr", "0.0.0.0:0", "--registry-addr", "127.0.0.1:0", "--insecure")
+	got := mustRun(t, stateFile, "topic", "list", "-o", "json")
+	if strings.TrimSpace(got) == "" {
+		t.Fatalf("topic list through the open admin address printed nothing:\n%s", out)
+	}
+}
+
 func TestDevTLSWithTheCLIAndTheShop(t *testing.T) {
 	t.Parallel()
 	st, stateFile, out := startHerald(t, "dev", "--tls", "--demo-rate", "50")
