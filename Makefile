@@ -32,7 +32,8 @@ fuzz:
 		./schema/protobuf:FuzzParse ./schema/serde:FuzzParseFrame ./schema/serde:FuzzDecode \
 		./server/registry:FuzzHandler ./server/admin:FuzzParseFilter ./server/admin:FuzzParseEntryID \
 		./server/admin:FuzzParseAuditQuery ./server/admin:FuzzDecodeRequests ./server/admin:FuzzParseTopicRetention \
-		./server/audit:FuzzQueryCursor ./broker/kafka:FuzzDecodeMeta ./idempotency/natskv:FuzzDecode; do \
+		./server/audit:FuzzQueryCursor ./broker/kafka:FuzzDecodeMeta ./idempotency/natskv:FuzzDecode \
+		./server/auth:FuzzGuard ./server:FuzzSecureHTTP; do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
 		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done

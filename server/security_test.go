@@ -31,7 +31,7 @@ import (
 )
 
 // secureServer starts a server with TLS (a throwaway CA) and auth on.
-func secureServer(t *testing.T, mtls bool) (*server.Server, auth.DevTLS) {
+func secureServer(t testing.TB, mtls bool) (*server.Server, auth.DevTLS) {
 	t.Helper()
 	dir := t.TempDir()
 	dev, err := auth.GenerateDevTLS(filepath.Join(dir, "tls"))
@@ -48,7 +48,7 @@ func secureServer(t *testing.T, mtls bool) (*server.Server, auth.DevTLS) {
 
 // httpClient trusts dev's CA, presents its client certificate, and
 // authenticates with creds (nil: anonymous).
-func httpClient(t *testing.T, dev auth.DevTLS, creds *credentials.Creds) *http.Client {
+func httpClient(t testing.TB, dev auth.DevTLS, creds *credentials.Creds) *http.Client {
 	t.Helper()
 	tc, err := credentials.TLSConfig(dev.CAFile, dev.ClientCertFile, dev.ClientKeyFile)
 	if err != nil {
@@ -61,7 +61,7 @@ func httpClient(t *testing.T, dev auth.DevTLS, creds *credentials.Creds) *http.C
 	return &http.Client{Transport: rt, Timeout: 30 * time.Second}
 }
 
-func call(t *testing.T, hc *http.Client, method, url, body string) (int, string) {
+func call(t testing.TB, hc *http.Client, method, url, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
 	if err != nil {
@@ -79,7 +79,7 @@ func call(t *testing.T, hc *http.Client, method, url, body string) (int, string)
 	return resp.StatusCode, string(b)
 }
 
-func loadCreds(t *testing.T, text string) (*credentials.Creds, string) {
+func loadCreds(t testing.TB, text string) (*credentials.Creds, string) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "x.creds")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
@@ -93,7 +93,7 @@ func loadCreds(t *testing.T, text string) (*credentials.Creds, string) {
 }
 
 // mint asks the admin API for credentials.
-func mint(t *testing.T, hc *http.Client, srv *server.Server, path string, spec any) (*credentials.Creds, string) {
+func mint(t testing.TB, hc *http.Client, srv *server.Server, path string, spec any) (*credentials.Creds, string) {
 	t.Helper()
 	b, _ := json.Marshal(spec)
 	code, body := call(t, hc, "POST", srv.AdminURL()+path, string(b))
@@ -180,7 +180,7 @@ func TestSecureServerRejectsStrangers(t *testing.T) {
 	}
 }
 
-func loadCredsFile(t *testing.T, path string) (*credentials.Creds, string) {
+func loadCredsFile(t testing.TB, path string) (*credentials.Creds, string) {
 	t.Helper()
 	c, err := credentials.Load(path)
 	if err != nil {
