@@ -39,9 +39,13 @@ func applyCounter(c Counter, e *event.Event) (Counter, error) {
 	return c, nil
 }
 
+func newCounters(store eventstore.Store, every uint64) (*aggregate.Repository[Counter], error) {
+	return aggregate.New(store, aggregate.Config[Counter]{Name: "counter", Source: "test", Apply: applyCounter, SnapshotEvery: every, MaxRetries: 50})
+}
+
 func counters(t *testing.T, store eventstore.Store, every uint64) *aggregate.Repository[Counter] {
 	t.Helper()
-	r, err := aggregate.New(store, aggregate.Config[Counter]{Name: "counter", Source: "test", Apply: applyCounter, SnapshotEvery: every, MaxRetries: 50})
+	r, err := newCounters(store, every)
 	if err != nil {
 		t.Fatal(err)
 	}
