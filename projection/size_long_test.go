@@ -1,0 +1,5 @@
+//go:build long
+
+package projection_test
+
+const rebuildEvents = 100_000
