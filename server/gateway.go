@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/server/gateway"
+	"github.com/heraldhq/herald/telemetry"
 )
 
 // startGateway mounts the HTTP gateway (server/gateway) on the admin
@@ -41,7 +42,16 @@ func (s *Server) startGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: gateway: %w", err)
 	}
-	opts := []gateway.Option{gateway.WithRegistry(s.registry), gateway.WithLogger(s.log)}
+	store, err := gateway.NewStore(ctx, s.broker.JetStream())
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	metrics, err := telemetry.NewMetrics(s.metrics)
+	if err != nil {
+		return fmt.Errorf("server: gateway metrics: %w", err)
+	}
+	opts := []gateway.Option{gateway.WithRegistry(s.registry), gateway.WithLogger(s.log),
+		gateway.WithStore(store), gateway.WithObserver(metrics)}
 	if check != nil {
 		opts = append(opts, gateway.WithTopicCheck(check))
 	}
@@ -49,27 +59,42 @@ func (s *Server) startGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	if err := gw.Start(ctx); err != nil {
+		return fmt.Errorf("server: gateway: %w", err)
+	}
 	s.gateway = gw
-	s.HandleRole("/v1/", "", "/v1/", auth.Requirement{Role: auth.RoleService, Check: mayUseGateway}, gw.Handler())
+	s.HandleRole("/v1/", "", "/v1/", auth.Requirement{Role: auth.RoleService, Check: s.mayUseGateway}, gw.Handler())
+	s.Handle("/api/v1/subscriptions", gw.SubscriptionsHandler())
+	s.Handle("/api/v1/subscriptions/", gw.SubscriptionsHandler())
 	return nil
 }
 
-// mayUseGateway lets services publish to their publish topics; operators
-// need the admin role.
-func mayUseGateway(id *auth.Identity, r *http.Request) error {
+// Gateway returns the HTTP gateway.
+func (s *Server) Gateway() *gateway.Gateway { return s.gateway }
+
+// mayUseGateway lets services publish to their publish topics and pull
+// the groups of their subscribe topics; operators need the admin role.
+func (s *Server) mayUseGateway(id *auth.Identity, r *http.Request) error {
 	if id.Role != auth.RoleService {
 		if id.Role != auth.RoleAdmin {
 			return fmt.Errorf("%s has role %s; the HTTP gateway needs a service identity or an admin", id.Name, id.Role)
 		}
 		return nil
 	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/v1/topics/")
-	if !ok {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/topics/"); ok {
+		topic, _, _ := strings.Cut(rest, "/")
+		if !slices.Contains(id.Publish, topic) {
+			return fmt.Errorf("service %s may not publish to topic %q", id.Name, topic)
+		}
 		return nil
 	}
-	topic, _, _ := strings.Cut(rest, "/")
-	if !slices.Contains(id.Publish, topic) {
-		return fmt.Errorf("service %s may not publish to topic %q", id.Name, topic)
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/groups/"); ok {
+		group, _, _ := strings.Cut(rest, "/")
+		topic, known := s.gateway.GroupTopic(group)
+		if known && !slices.Contains(id.Subscribe, topic) {
+			return fmt.Errorf("service %s may not consume topic %q (group %q)", id.Name, topic, group)
+		}
+		return nil // unknown groups get 404
 	}
 	return nil
 }

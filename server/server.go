@@ -589,6 +589,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.wg.Wait()
+		if s.gateway != nil {
+			_ = s.gateway.Close()
+		}
 		if s.auditStop != nil {
 			s.auditStop()
 			s.auditWG.Wait()

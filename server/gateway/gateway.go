@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
@@ -64,6 +65,8 @@ type config struct {
 	maxBody  int64
 	maxBatch int
 	log      *slog.Logger
+	store    *Store
+	observer consumer.Observer
 }
 
 // WithRegistry validates ingested events against reg: an event whose type
@@ -104,6 +107,18 @@ func WithMaxBatch(n int) Option {
 	}
 }
 
+// WithStore keeps push and pull subscriptions in st; without it the
+// gateway serves ingest only.
+func WithStore(st *Store) Option {
+	return func(c *config) error { c.store = st; return nil }
+}
+
+// WithObserver reports every push delivery to o, as SDK consumers do
+// (telemetry.Metrics: herald_events_consumed_total, handler durations...).
+func WithObserver(o consumer.Observer) Option {
+	return func(c *config) error { c.observer = o; return nil }
+}
+
 // WithLogger sets the logger. Default slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
@@ -121,6 +136,13 @@ type Gateway struct {
 	c   Client
 	cfg config
 	log *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*running // by group
+	closed  bool
+
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // New returns a gateway publishing and consuming through c.
@@ -134,13 +156,27 @@ func New(c Client, opts ...Option) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 	}
-	return &Gateway{c: c, cfg: cfg, log: cfg.log}, nil
+	return &Gateway{c: c, cfg: cfg, log: cfg.log, running: map[string]*running{}}, nil
+}
+
+// GroupTopic returns the topic of group's subscription, if it has one.
+func (g *Gateway) GroupTopic(group string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.running[group]
+	if !ok {
+		return "", false
+	}
+	return r.sub.Topic, true
 }
 
 // Handler returns the HTTP API under /v1/ (see the package doc).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/topics/{topic}/events", g.ingest)
+	mux.HandleFunc("GET /v1/groups/{group}/events", g.pullHandler)
+	mux.HandleFunc("POST /v1/groups/{group}/ack", g.settleHandler(false))
+	mux.HandleFunc("POST /v1/groups/{group}/nack", g.settleHandler(true))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

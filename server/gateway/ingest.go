@@ -213,7 +213,7 @@ func checkEvent(i int, e *event.Event) *Problem {
 }
 
 // decodeBinary reads a binary-mode event: attributes from the ce-
-// headers (values percent-decoded, as the HTTP binding specifies),
+// headers (percent-encoded values decoded, as the HTTP binding specifies),
 // datacontenttype from Content-Type, the body as data.
 func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
 	m := make(map[string]string, 8)
@@ -231,11 +231,11 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
 		}
 		v := vs[0]
 		if strings.IndexByte(v, '%') >= 0 {
-			d, err := url.PathUnescape(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: header %q: bad percent-encoding: %v", event.ErrInvalid, k, err)
+			// A '%' that does not start an escape is taken as is: some
+			// senders (sdk-go) do not percent-encode.
+			if d, err := url.PathUnescape(v); err == nil {
+				v = d
 			}
-			v = d
 		}
 		m[lk] = v
 	}
