@@ -36,6 +36,7 @@ import (
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
 	"github.com/heraldhq/herald/server/auth"
+	"github.com/heraldhq/herald/server/gateway"
 	"github.com/heraldhq/herald/server/registry"
 	"github.com/heraldhq/herald/telemetry"
 )
@@ -179,6 +180,8 @@ type Server struct {
 	auth      *auth.Manager
 	sysConn   *nats.Conn
 	policy    auth.AdminPolicy
+
+	gateway *gateway.Gateway
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -321,6 +324,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("server: metrics: %w", err)
 	}
 	if err := s.startAudit(ctx); err != nil {
+		return err
+	}
+	if err := s.startGateway(ctx); err != nil {
 		return err
 	}
 	s.routes()
@@ -583,6 +589,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.wg.Wait()
+		if s.gateway != nil {
+			_ = s.gateway.Close()
+		}
 		if s.auditStop != nil {
 			s.auditStop()
 			s.auditWG.Wait()
