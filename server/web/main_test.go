@@ -1,0 +1,126 @@
+package web_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/server"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testenv.NATSLeaks()...)
+}
+
+func startServer(t testing.TB, cfg server.Config) *server.Server {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return srv
+}
+
+func connect(t testing.TB, srv *server.Server, source string) *herald.Client {
+	t.Helper()
+	c, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Source: source})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func unique(prefix string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes; what
+// names the awaited condition in the failure.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// get fetches a dashboard page and returns its status and body.
+func get(t testing.TB, base, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, req)
+}
+
+func do(t testing.TB, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read: %v", req.Method, req.URL, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode < 300 && !strings.HasPrefix(ct, "text/html") && !strings.HasPrefix(req.URL.Path, "/static/") &&
+		!strings.HasSuffix(req.URL.Path, ".json") && !strings.HasSuffix(req.URL.Path, ".svg") {
+		t.Fatalf("%s %s: Content-Type %q, want HTML", req.Method, req.URL, ct)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// publish publishes n events of typ to topic, all with the correlation id
+// corr, subjects "<prefix>-<i>".
+func publish(t testing.TB, c *herald.Client, source, topic, typ, corr string, n int) []*event.Event {
+	t.Helper()
+	evs := make([]*event.Event, n)
+	for i := range evs {
+		e := event.New(source, typ, fmt.Appendf(nil, `{"order":%d,"total":%d}`, i, 100+i))
+		e.Subject = fmt.Sprintf("o-%d", i)
+		e.DataContentType = "application/json"
+		e.CorrelationID = corr
+		evs[i] = e
+	}
+	if err := c.PublishTo(t.Context(), topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
