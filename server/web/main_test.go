@@ -4,16 +4,23 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
@@ -89,6 +96,20 @@ func get(t testing.TB, base, path string) (int, string) {
 	return do(t, req)
 }
 
+// post submits a dashboard form as a browser does: form-encoded, from the
+// same origin.
+func post(t testing.TB, base, path string, form url.Values) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	return do(t, req)
+}
+
 func do(t testing.TB, req *http.Request) (int, string) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
@@ -123,4 +144,46 @@ func publish(t testing.TB, c *herald.Client, source, topic, typ, corr string, n 
 		t.Fatal(err)
 	}
 	return evs
+}
+
+// failingGroup runs group on topic with a handler that fails every event
+// while broken is set (errors by subject: even "payment service down",
+// odd "card declined"), dead-lettering after one attempt, and records the
+// ids it handled.
+type failingGroup struct {
+	broken  atomic.Bool
+	mu      sync.Mutex
+	handled map[string]int
+}
+
+func runFailingGroup(t testing.TB, c *herald.Client, group, topic string) *failingGroup {
+	t.Helper()
+	g := &failingGroup{handled: map[string]int{}}
+	g.broken.Store(true)
+	r, err := c.Router(group, []string{topic}, consumer.WithStart(broker.FromFirst),
+		consumer.WithRetry(consumer.RetryPolicy{MaxAttempts: 1, Backoff: consumer.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.HandleAll(func(ctx context.Context, m *consumer.Message) error {
+		if g.broken.Load() {
+			n, _ := strconv.Atoi(strings.TrimPrefix(m.Event.Subject, "o-"))
+			if n%2 == 0 {
+				return errors.New("payment service down")
+			}
+			return errors.New("card declined")
+		}
+		g.mu.Lock()
+		g.handled[m.Event.ID]++
+		g.mu.Unlock()
+		return nil
+	})
+	testenv.RunRouter(t, r)
+	return g
+}
+
+func (g *failingGroup) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.handled)
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // pages are the templates besides the layout, one per page.
-var pages = []string{"error", "overview", "topic", "event", "trace"}
+var pages = []string{"error", "overview", "topic", "event", "trace", "dlqs", "dlq", "redrive"}
 
 func parseTemplates() (map[string]*template.Template, error) {
 	out := make(map[string]*template.Template, len(pages))
@@ -54,6 +54,7 @@ var funcs = template.FuncMap{
 	},
 	"dlqFilterURL": func(topic, filter string) string { return link(url.Values{"filter": {filter}}, "dlq", topic) },
 	"add":          func(a, b int) int { return a + b },
+	"u64":          func(n int) uint64 { return uint64(max(n, 0)) },
 	"truncate": func(s string, n int) string {
 		if len(s) <= n {
 			return s

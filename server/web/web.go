@@ -111,6 +111,10 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /{$}", h.overview)
 	m.HandleFunc("GET /topics/{topic}", h.topic)
 	m.HandleFunc("GET /topics/{topic}/events/{seq}", h.event)
+	m.HandleFunc("GET /dlq", h.dlqs)
+	m.HandleFunc("GET /dlq/{topic}", h.dlq)
+	m.HandleFunc("POST /dlq/{topic}/redrive", h.redrive)
+	m.HandleFunc("POST /dlq/{topic}/purge", h.purge)
 	m.HandleFunc("GET /trace/{correlation}", h.trace)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("%w: no dashboard page %s %s", admin.ErrNotFound, r.Method, r.URL.Path))
