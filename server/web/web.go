@@ -115,6 +115,13 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /dlq/{topic}", h.dlq)
 	m.HandleFunc("POST /dlq/{topic}/redrive", h.redrive)
 	m.HandleFunc("POST /dlq/{topic}/purge", h.purge)
+	m.HandleFunc("GET /groups", h.groups)
+	m.HandleFunc("GET /groups/{group}", h.group)
+	m.HandleFunc("POST /groups/{group}/pause", h.pause)
+	m.HandleFunc("POST /groups/{group}/resume", h.resume)
+	m.HandleFunc("POST /groups/{group}/rewind", h.rewind)
+	m.HandleFunc("GET /schemas", h.schemas)
+	m.HandleFunc("GET /schemas/{subject}", h.subject)
 	m.HandleFunc("GET /trace/{correlation}", h.trace)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("%w: no dashboard page %s %s", admin.ErrNotFound, r.Method, r.URL.Path))
