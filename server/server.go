@@ -1,8 +1,9 @@
 // Package server composes the Herald platform that `herald serve` runs: the
 // embedded NATS JetStream broker, the admin HTTP API (health checks,
 // /metrics, dead letters, replay, lag, retention, audit; see
-// server/admin), the audit indexer (server/audit), and the listeners of the
-// other components. The SDK never imports it.
+// server/admin), the dashboard at / (server/web), the audit indexer
+// (server/audit), and the listeners of the other components. The SDK
+// never imports it.
 //
 //	srv, err := server.New(server.Config{DataDir: dir})
 //	if err != nil { ... }
@@ -38,6 +39,7 @@ import (
 	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/server/gateway"
 	"github.com/heraldhq/herald/server/registry"
+	"github.com/heraldhq/herald/server/web"
 	"github.com/heraldhq/herald/telemetry"
 )
 
@@ -329,7 +331,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startGateway(ctx); err != nil {
 		return err
 	}
-	s.routes()
+	if err := s.routes(); err != nil {
+		return err
+	}
 	adminGuard, regGuard, err := s.guards(ctx)
 	if err != nil {
 		return err
@@ -447,11 +451,16 @@ func (s *Server) startAudit(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) routes() {
+func (s *Server) routes() error {
 	var auditLog admin.AuditLog
 	if s.indexer != nil {
 		auditLog = s.indexer
 	}
+	dashboard, err := web.New(web.Sources{Admin: s.admin, Audit: auditLog, Registry: s.registry}, web.WithLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("server: dashboard: %w", err)
+	}
+	s.mux.Handle("/", dashboard)
 	s.mux.Handle("/api/v1/", admin.Handler(s.admin, auditLog))
 	s.mux.Handle("/api/v1/auth/", auth.Handler(s.auth))
 	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
@@ -465,6 +474,7 @@ func (s *Server) routes() {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 	})
+	return nil
 }
 
 // externalNATS reports whether the platform runs on a JetStream it did
