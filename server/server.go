@@ -167,6 +167,10 @@ type Server struct {
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
 	mux      *http.ServeMux
 	metrics  *prometheus.Registry
+	// telem holds the SDK-side metric families (publish, consume) on
+	// metrics, registered once and shared by everything in the process
+	// that publishes or consumes: the gateway and herald dev's services.
+	telem    *telemetry.Metrics
 	admin    *admin.Service
 	started  time.Time
 	wg       sync.WaitGroup
@@ -254,7 +258,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg}, nil
+	telem, err := telemetry.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg, telem: telem}, nil
 }
 
 // Start opens the listeners, starts the broker and returns once JetStream
@@ -574,6 +582,12 @@ func (s *Server) AuditIndexer() *audit.Indexer { return s.indexer }
 // Metrics returns the registry /metrics serves; register a collector with
 // it to export more.
 func (s *Server) Metrics() *prometheus.Registry { return s.metrics }
+
+// ServiceMetrics returns the publish and consume metrics registered on
+// Metrics. Code running inside the server process that publishes or
+// consumes (a gateway, a demo service) reports through it: registering a
+// second set on the same registry fails.
+func (s *Server) ServiceMetrics() *telemetry.Metrics { return s.telem }
 
 // Registry returns the schema registry.
 func (s *Server) Registry() *schema.Registry { return s.registry }
