@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		newTraceCmd(a),
 		newTopicCmd(a),
 		newAuthCmd(a),
+		newOutboxCmd(a),
 	)
 	return root
 }
