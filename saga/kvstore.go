@@ -1,0 +1,111 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultBucket is the JetStream KV bucket of KVStore unless given.
+const DefaultBucket = "herald_sagas"
+
+// KVStore keeps instances in a JetStream KV bucket, one key per instance;
+// the key's revision is the instance's version. It is safe for concurrent
+// use.
+type KVStore struct {
+	kv jetstream.KeyValue
+}
+
+// NewKVStore opens (creating it if needed) the bucket, file-stored with
+// one replica unless it exists already.
+func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KVStore, error) {
+	if bucket == "" {
+		bucket = DefaultBucket
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("saga: kv bucket %q: %w", bucket, err)
+	}
+	return &KVStore{kv: kv}, nil
+}
+
+var _ Store = (*KVStore)(nil)
+
+// Create implements Store.
+func (s *KVStore) Create(ctx context.Context, in *Instance) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("saga: encode %q: %w", in.ID, err)
+	}
+	rev, err := s.kv.Create(ctx, in.ID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: %q", ErrExists, in.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("saga: create %q: %w", in.ID, err)
+	}
+	in.Version = rev
+	return nil
+}
+
+// Get implements Store.
+func (s *KVStore) Get(ctx context.Context, id string) (*Instance, error) {
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("saga: get %q: %w", id, err)
+	}
+	var in Instance
+	if err := json.Unmarshal(e.Value(), &in); err != nil {
+		return nil, fmt.Errorf("saga: decode %q: %w", id, err)
+	}
+	in.Version = e.Revision()
+	return &in, nil
+}
+
+// Update implements Store.
+func (s *KVStore) Update(ctx context.Context, in *Instance) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("saga: encode %q: %w", in.ID, err)
+	}
+	rev, err := s.kv.Update(ctx, in.ID, b, in.Version)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: %q at version %d", ErrConflict, in.ID, in.Version)
+		}
+		return fmt.Errorf("saga: update %q: %w", in.ID, err)
+	}
+	in.Version = rev
+	return nil
+}
+
+// List implements Store. It reads every key of the bucket.
+func (s *KVStore) List(ctx context.Context, state State) ([]*Instance, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err)
+	}
+	var out []*Instance
+	for id := range keys.Keys() {
+		in, err := s.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if state == "" || in.State == state {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Instance) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
