@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,9 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
+	if base := os.Getenv(childBaseEnv); base != "" {
+		os.Exit(runEngineChild(base))
+	}
 	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{Addr: "127.0.0.1:0"}, func(e *natsjs.Embedded) { emb = e })
 }
 
@@ -69,48 +73,72 @@ type harness struct {
 
 	mu  sync.Mutex
 	log map[string][]string // instance -> command types received, in order
+	ids map[string]bool     // command ids received
+	// onUndo, if set, is called on each compensation command received.
+	onUndo func()
+}
+
+// names are the topics and bucket of one test, derived from a base.
+type names struct{ cmds, replies, dlq, bucket string }
+
+func namesOf(base string) names {
+	return names{base + "_cmd", base + "_reply", base + "_dlq", base + "_kv"}
+}
+
+// wire connects a client mapping the test's types to n's topics, and
+// opens n's saga store.
+func wire(ctx context.Context, b *natsjs.Broker, n names) (*herald.Client, *saga.KVStore, error) {
+	topics := map[string]string{saga.DeadLetterType: n.dlq}
+	for _, s := range stepNames {
+		topics["t."+s+".v1"], topics["t."+s+".undo.v1"] = n.cmds, n.cmds
+		for _, r := range []string{"done", "failed", "undone"} {
+			topics["t."+s+"."+r+".v1"] = n.replies
+		}
+	}
+	c, err := herald.Connect(ctx, herald.Config{Broker: b, Source: "saga-test", Topics: topics})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, topic := range []string{n.cmds, n.replies, n.dlq} {
+		if err := b.EnsureTopic(ctx, topic, broker.TopicConfig{DedupWindow: 10 * time.Minute}); err != nil {
+			return nil, nil, err
+		}
+	}
+	store, err := saga.NewKVStore(ctx, b.JetStream(), n.bucket)
+	return c, store, err
 }
 
 func newHarness(t *testing.T, timeout time.Duration, opts ...saga.Option) *harness {
+	return newHarnessOn(t, unique("saga_"), true, timeout, opts...)
+}
+
+// newHarnessOn builds a harness on base's topics; without runEngine the
+// engine only starts and reads instances, and another process runs them.
+func newHarnessOn(t *testing.T, base string, runEngine bool, timeout time.Duration, opts ...saga.Option) *harness {
 	t.Helper()
 	ctx := t.Context()
 	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds, replies, dlq, bucket := unique("saga_cmd_"), unique("saga_reply_"), unique("saga_dlq_"), unique("saga_kv_")
+	n := namesOf(base)
 	t.Cleanup(func() {
-		for _, s := range []string{cmds, replies, dlq} {
+		for _, s := range []string{n.cmds, n.replies, n.dlq} {
 			_ = b.JetStream().DeleteStream(context.Background(), natsjs.StreamName(s))
 		}
-		_ = b.JetStream().DeleteKeyValue(context.Background(), bucket)
+		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket)
 		_ = b.Close()
 	})
-	topics := map[string]string{saga.DeadLetterType: dlq}
-	for _, s := range stepNames {
-		topics["t."+s+".v1"], topics["t."+s+".undo.v1"] = cmds, cmds
-		for _, r := range []string{"done", "failed", "undone"} {
-			topics["t."+s+"."+r+".v1"] = replies
-		}
-	}
-	c, err := herald.Connect(ctx, herald.Config{Broker: b, Source: "saga-test", Topics: topics})
+	c, store, err := wire(ctx, b, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, topic := range []string{cmds, replies, dlq} {
-		if err := b.EnsureTopic(ctx, topic, broker.TopicConfig{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	store, err := saga.NewKVStore(ctx, b.JetStream(), bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{client: c, reg: prometheus.NewRegistry(), dlq: dlq, b: b, log: map[string][]string{}}
+	h := &harness{client: c, reg: prometheus.NewRegistry(), dlq: n.dlq, b: b, log: map[string][]string{}, ids: map[string]bool{}}
 	h.eng, err = saga.New(store, c, []saga.Definition{definition(timeout)}, append([]saga.Option{saga.WithTick(50 * time.Millisecond), saga.WithRegisterer(h.reg)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmds, replies := n.cmds, n.replies
 
 	svc, err := c.Router("services", []string{cmds}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
@@ -118,6 +146,9 @@ func newHarness(t *testing.T, timeout time.Duration, opts ...saga.Option) *harne
 	}
 	svc.HandleAll(func(ctx context.Context, m *consumer.Message) error { return h.serve(ctx, m) })
 	testenv.RunRouter(t, svc)
+	if !runEngine {
+		return h
+	}
 	orch, err := c.Router("orchestrator", []string{replies}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +180,17 @@ func (h *harness) serve(ctx context.Context, m *consumer.Message) error {
 	step := strings.Split(typ, ".")[1]
 	undo := strings.HasSuffix(typ, ".undo.v1")
 	h.mu.Lock()
-	h.log[m.Event.CorrelationID] = append(h.log[m.Event.CorrelationID], typ)
+	if !h.ids[m.Event.ID] { // a re-sent command: the receiver's inbox would drop it
+		h.ids[m.Event.ID] = true
+		h.log[m.Event.CorrelationID] = append(h.log[m.Event.CorrelationID], typ)
+	}
 	h.mu.Unlock()
+	h.mu.Lock()
+	onUndo := h.onUndo
+	h.mu.Unlock()
+	if undo && onUndo != nil {
+		onUndo()
+	}
 	var reply string
 	switch {
 	case undo && d.HangUndo == step:
