@@ -31,6 +31,7 @@ const DeadLetterType = "herald.saga.failed.v1"
 // Defaults of an Engine.
 const (
 	DefaultTick              = time.Second
+	DefaultResendAfter       = 5 * time.Second
 	DefaultMaxUndoAttempts   = 5
 	maxConflictRetries       = 16
 	ignoredUnknown           = "unknown_instance"
@@ -55,6 +56,10 @@ type Engine struct {
 	maxUndo int
 	reg     prometheus.Registerer
 	m       metrics
+	resend  time.Duration
+
+	mu       sync.Mutex
+	resentAt map[string]time.Time // command id -> last re-send by this engine
 }
 
 // Option configures an Engine.
@@ -63,6 +68,11 @@ type Option func(*Engine)
 // WithTick sets how often Run checks deadlines and re-sends commands a
 // crash left unconfirmed. Default DefaultTick.
 func WithTick(d time.Duration) Option { return func(e *Engine) { e.tick = d } }
+
+// WithResendAfter sets how long a command waits for its reply before Run
+// sends it again (with the same id), and again after as long, until the
+// step's timeout. Default DefaultResendAfter.
+func WithResendAfter(d time.Duration) Option { return func(e *Engine) { e.resend = d } }
 
 // WithMaxUndoAttempts sets how often a compensation is sent before the
 // instance fails and goes to the dead-letter topic. Default
@@ -83,12 +93,12 @@ func New(store Store, pub Publisher, defs []Definition, opts ...Option) (*Engine
 	if store == nil || pub == nil {
 		return nil, errors.New("saga: New needs a store and a publisher")
 	}
-	e := &Engine{store: store, pub: pub, defs: map[string]*Definition{}, log: slog.Default(), tick: DefaultTick, maxUndo: DefaultMaxUndoAttempts}
+	e := &Engine{store: store, pub: pub, defs: map[string]*Definition{}, log: slog.Default(), tick: DefaultTick, maxUndo: DefaultMaxUndoAttempts, resend: DefaultResendAfter, resentAt: map[string]time.Time{}}
 	for _, o := range opts {
 		o(e)
 	}
-	if e.tick <= 0 || e.maxUndo < 1 {
-		return nil, fmt.Errorf("saga: WithTick %v must be positive and WithMaxUndoAttempts %d at least 1", e.tick, e.maxUndo)
+	if e.tick <= 0 || e.resend <= 0 || e.maxUndo < 1 {
+		return nil, fmt.Errorf("saga: WithTick %v and WithResendAfter %v must be positive, WithMaxUndoAttempts %d at least 1", e.tick, e.resend, e.maxUndo)
 	}
 	for _, d := range defs {
 		d.Steps = slices.Clone(d.Steps)
@@ -146,7 +156,7 @@ func (e *Engine) next(ctx context.Context, def *Definition, in *Instance, step i
 	if err != nil {
 		return nil, err
 	}
-	in.Step, in.Published, in.Deadline = step, false, now.Add(s.Timeout)
+	in.Step, in.Deadline = step, now.Add(s.Timeout)
 	in.History = append(in.History, Entry{Step: s.Name, Phase: phase, Attempt: attempt, Command: cmd.ID, Type: cmd.Type, Sent: now})
 	return cmd, nil
 }
@@ -185,20 +195,13 @@ func CommandID(instance, step string, phase Phase, attempt int) string {
 	return uuid.NewSHA1(commandNS, []byte(instance+"\x00"+step+"\x00"+string(phase)+"\x00"+strconv.Itoa(attempt))).String()
 }
 
-// send publishes cmd and records that the broker confirmed it. A failure
-// is returned; Run re-sends the command later either way.
+// send publishes cmd. A failure is returned; Run re-sends the command
+// later either way, until its reply comes or it times out.
 func (e *Engine) send(ctx context.Context, id string, cmd *event.Event) error {
 	if err := e.pub.Publish(ctx, cmd); err != nil {
 		return fmt.Errorf("saga %q: send command %s: %w", id, cmd.Type, err)
 	}
-	_, err := e.mutate(ctx, id, func(in *Instance, _ *Definition) (bool, *event.Event, error) {
-		if c := in.current(); c == nil || c.Command != cmd.ID || in.Published {
-			return false, nil, nil
-		}
-		in.Published = true
-		return true, nil, nil
-	})
-	return err
+	return nil
 }
 
 // mutate reads instance id, lets fn change it and stores it, again from
@@ -397,7 +400,11 @@ func (e *Engine) check(ctx context.Context, seen *Instance) error {
 		return nil
 	}
 	if now.Before(seen.Deadline) {
-		if seen.Published {
+		// Not answered yet: the command may never have left (a crash
+		// between storing the state and publishing). Re-send it now and
+		// then; its id is the same, so the broker and the receiver's inbox
+		// drop the copies.
+		if !e.resendDue(cur.Command, cur.Sent, now) {
 			return nil
 		}
 		def, ok := e.defs[seen.Saga]
@@ -439,6 +446,25 @@ func (e *Engine) check(ctx context.Context, seen *Instance) error {
 		return err == nil, cmd, err
 	})
 	return err
+}
+
+// resendDue reports whether command, sent at sent, is due for a re-send,
+// and if so notes that it is re-sent now.
+func (e *Engine) resendDue(command string, sent, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	last, ok := e.resentAt[command]
+	if !ok {
+		last = sent
+	}
+	if now.Sub(last) < e.resend {
+		return false
+	}
+	if len(e.resentAt) > 100_000 {
+		clear(e.resentAt) // forget old commands; the worst case is an early re-send
+	}
+	e.resentAt[command] = now
+	return true
 }
 
 // deadLetter publishes the failed instance, before the failure is stored:

@@ -93,8 +93,15 @@ func (s *KVStore) List(ctx context.Context, state State) ([]*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("saga: list: %w", err)
 	}
-	var out []*Instance
+	// Read every key before anything else: a lister left half read
+	// blocks its subscription's goroutine.
+	var ids []string
 	for id := range keys.Keys() {
+		ids = append(ids, id)
+	}
+	_ = keys.Stop()
+	var out []*Instance
+	for _, id := range ids {
 		in, err := s.Get(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			continue

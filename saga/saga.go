@@ -194,10 +194,7 @@ type Instance struct {
 	// Deadline is when the current command times out (durable: it is
 	// part of the stored state).
 	Deadline time.Time `json:"deadline,omitzero"`
-	// Published says whether the current command was confirmed by the
-	// broker; a resumed engine re-sends it otherwise.
-	Published bool    `json:"published"`
-	History   []Entry `json:"history"`
+	History  []Entry   `json:"history"`
 	// Error says why the saga compensated or failed.
 	Error   string    `json:"error,omitempty"`
 	Created time.Time `json:"created"`

@@ -108,13 +108,13 @@ func wire(ctx context.Context, b *natsjs.Broker, n names) (*herald.Client, *saga
 	return c, store, err
 }
 
-func newHarness(t *testing.T, timeout time.Duration, opts ...saga.Option) *harness {
+func newHarness(t testing.TB, timeout time.Duration, opts ...saga.Option) *harness {
 	return newHarnessOn(t, unique("saga_"), true, timeout, opts...)
 }
 
 // newHarnessOn builds a harness on base's topics; without runEngine the
 // engine only starts and reads instances, and another process runs them.
-func newHarnessOn(t *testing.T, base string, runEngine bool, timeout time.Duration, opts ...saga.Option) *harness {
+func newHarnessOn(t testing.TB, base string, runEngine bool, timeout time.Duration, opts ...saga.Option) *harness {
 	t.Helper()
 	ctx := t.Context()
 	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
@@ -236,7 +236,7 @@ func (h *harness) await(t *testing.T, id string, want saga.State) *saga.Instance
 	return in
 }
 
-func (h *harness) counter(t *testing.T, name string, labels map[string]string) float64 {
+func (h *harness) counter(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
 	fams, err := h.reg.Gather()
 	if err != nil {
