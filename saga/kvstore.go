@@ -33,6 +33,22 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KV
 	return &KVStore{kv: kv}, nil
 }
 
+// OpenKVStore opens an existing bucket, for tools that only read it. It
+// returns an error wrapping ErrNotFound if the bucket does not exist.
+func OpenKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KVStore, error) {
+	if bucket == "" {
+		bucket = DefaultBucket
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%w: no saga bucket %q", ErrNotFound, bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("saga: kv bucket %q: %w", bucket, err)
+	}
+	return &KVStore{kv: kv}, nil
+}
+
 var _ Store = (*KVStore)(nil)
 
 // Create implements Store.

@@ -66,6 +66,7 @@ func newRootCmd() *cobra.Command {
 		newTopicCmd(a),
 		newAuthCmd(a),
 		newOutboxCmd(a),
+		newSagaCmd(a),
 	)
 	return root
 }
