@@ -58,7 +58,7 @@ func runEngineChild(base string) int {
 // compensations sent in reverse order, none skipped.
 func TestSIGKILLMidCompensationResumes(t *testing.T) {
 	base := unique("saga_kill_")
-	h := newHarnessOn(t, base, false, time.Minute)
+	h := newHarnessOn(t, base, false, nil, time.Minute)
 	undos := make(chan struct{}, 1024)
 	h.mu.Lock()
 	h.onUndo = func() {

@@ -109,12 +109,13 @@ func wire(ctx context.Context, b *natsjs.Broker, n names) (*herald.Client, *saga
 }
 
 func newHarness(t testing.TB, timeout time.Duration, opts ...saga.Option) *harness {
-	return newHarnessOn(t, unique("saga_"), true, timeout, opts...)
+	return newHarnessOn(t, unique("saga_"), true, nil, timeout, opts...)
 }
 
 // newHarnessOn builds a harness on base's topics; without runEngine the
 // engine only starts and reads instances, and another process runs them.
-func newHarnessOn(t testing.TB, base string, runEngine bool, timeout time.Duration, opts ...saga.Option) *harness {
+// A non-nil store replaces the KV bucket.
+func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, timeout time.Duration, opts ...saga.Option) *harness {
 	t.Helper()
 	ctx := t.Context()
 	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
@@ -129,9 +130,12 @@ func newHarnessOn(t testing.TB, base string, runEngine bool, timeout time.Durati
 		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket)
 		_ = b.Close()
 	})
-	c, store, err := wire(ctx, b, n)
+	c, kv, err := wire(ctx, b, n)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if store == nil {
+		store = kv
 	}
 	h := &harness{client: c, reg: prometheus.NewRegistry(), dlq: n.dlq, b: b, log: map[string][]string{}, ids: map[string]bool{}}
 	h.eng, err = saga.New(store, c, []saga.Definition{definition(timeout)}, append([]saga.Option{saga.WithTick(50 * time.Millisecond), saga.WithRegisterer(h.reg)}, opts...)...)
