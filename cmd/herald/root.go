@@ -67,6 +67,7 @@ func newRootCmd() *cobra.Command {
 		newAuthCmd(a),
 		newOutboxCmd(a),
 		newSagaCmd(a),
+		newSubscribeCmd(a),
 	)
 	return root
 }
