@@ -14,10 +14,14 @@ import (
 const DefaultBucket = "herald_sagas"
 
 // KVStore keeps instances in a JetStream KV bucket, one key per instance;
-// the key's revision is the instance's version. It is safe for concurrent
-// use.
+// the key's revision is the instance's version. A second bucket (the
+// name + "_active") holds an empty key per instance not yet finished, so
+// that listing the running and compensating instances, which the engine
+// does every tick, does not read the finished ones. It is safe for
+// concurrent use.
 type KVStore struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	active jetstream.KeyValue // nil: list by reading every instance
 }
 
 // NewKVStore opens (creating it if needed) the bucket, file-stored with
@@ -30,7 +34,11 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KV
 	if err != nil {
 		return nil, fmt.Errorf("saga: kv bucket %q: %w", bucket, err)
 	}
-	return &KVStore{kv: kv}, nil
+	active, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket + "_active", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("saga: kv bucket %q: %w", bucket+"_active", err)
+	}
+	return &KVStore{kv: kv, active: active}, nil
 }
 
 // OpenKVStore opens an existing bucket, for tools that only read it. It
@@ -46,7 +54,11 @@ func OpenKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*K
 	if err != nil {
 		return nil, fmt.Errorf("saga: kv bucket %q: %w", bucket, err)
 	}
-	return &KVStore{kv: kv}, nil
+	st := &KVStore{kv: kv}
+	if active, err := js.KeyValue(ctx, bucket+"_active"); err == nil {
+		st.active = active
+	}
+	return st, nil
 }
 
 var _ Store = (*KVStore)(nil)
@@ -56,6 +68,14 @@ func (s *KVStore) Create(ctx context.Context, in *Instance) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("saga: encode %q: %w", in.ID, err)
+	}
+	// The marker comes first: a crash after it leaves a marker without an
+	// instance, which List removes; the other way round would hide an
+	// active instance from the engine's timers.
+	if s.active != nil && !in.State.Terminal() {
+		if _, err := s.active.Put(ctx, in.ID, nil); err != nil {
+			return fmt.Errorf("saga: create %q: mark active: %w", in.ID, err)
+		}
 	}
 	rev, err := s.kv.Create(ctx, in.ID, b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -100,12 +120,27 @@ func (s *KVStore) Update(ctx context.Context, in *Instance) error {
 		return fmt.Errorf("saga: update %q: %w", in.ID, err)
 	}
 	in.Version = rev
+	if s.active != nil && in.State.Terminal() {
+		// A crash before this leaves the marker, which List removes.
+		_ = s.active.Delete(ctx, in.ID)
+	}
 	return nil
 }
 
-// List implements Store. It reads every key of the bucket.
+// List implements Store. For running and compensating instances it reads
+// those marked active; otherwise every key of the bucket.
 func (s *KVStore) List(ctx context.Context, state State) ([]*Instance, error) {
-	keys, err := s.kv.ListKeys(ctx)
+	if s.active == nil || state == "" || state.Terminal() {
+		return s.list(ctx, s.kv, state, false)
+	}
+	return s.list(ctx, s.active, state, true)
+}
+
+// list reads the instances named by the keys of bucket in, keeping
+// those in state; with prune it deletes the markers of instances that
+// are gone or finished.
+func (s *KVStore) list(ctx context.Context, in jetstream.KeyValue, state State, prune bool) ([]*Instance, error) {
+	keys, err := in.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("saga: list: %w", err)
 	}
@@ -118,15 +153,21 @@ func (s *KVStore) List(ctx context.Context, state State) ([]*Instance, error) {
 	_ = keys.Stop()
 	var out []*Instance
 	for _, id := range ids {
-		in, err := s.Get(ctx, id)
+		inst, err := s.Get(ctx, id)
 		if errors.Is(err, ErrNotFound) {
+			if prune {
+				_ = s.active.Delete(ctx, id)
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		if state == "" || in.State == state {
-			out = append(out, in)
+		if prune && inst.State.Terminal() {
+			_ = s.active.Delete(ctx, id)
+		}
+		if state == "" || inst.State == state {
+			out = append(out, inst)
 		}
 	}
 	slices.SortFunc(out, func(a, b *Instance) int { return a.Created.Compare(b.Created) })

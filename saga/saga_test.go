@@ -128,6 +128,7 @@ func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, t
 			_ = b.JetStream().DeleteStream(context.Background(), natsjs.StreamName(s))
 		}
 		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket)
+		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket+"_active")
 		_ = b.Close()
 	})
 	c, kv, err := wire(ctx, b, n)

@@ -41,7 +41,11 @@ func kvStore(t testing.TB) *saga.KVStore {
 		t.Fatal(err)
 	}
 	bucket := unique("saga_kv_")
-	t.Cleanup(func() { _ = b.JetStream().DeleteKeyValue(context.Background(), bucket); _ = b.Close() })
+	t.Cleanup(func() {
+		_ = b.JetStream().DeleteKeyValue(context.Background(), bucket)
+		_ = b.JetStream().DeleteKeyValue(context.Background(), bucket+"_active")
+		_ = b.Close()
+	})
 	st, err := saga.NewKVStore(t.Context(), b.JetStream(), bucket)
 	if err != nil {
 		t.Fatal(err)

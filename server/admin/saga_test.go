@@ -21,7 +21,10 @@ func TestSagaEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.b.JetStream().DeleteKeyValue(context.Background(), bucket) })
+	t.Cleanup(func() {
+		_ = e.b.JetStream().DeleteKeyValue(context.Background(), bucket)
+		_ = e.b.JetStream().DeleteKeyValue(context.Background(), bucket+"_active")
+	})
 	sent := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, in := range []*saga.Instance{
 		{ID: "o-1", Saga: "order", State: saga.Completed, Created: sent, History: []saga.Entry{{Step: "pay", Phase: saga.Do, Attempt: 1, Sent: sent, Ended: sent.Add(1500 * time.Millisecond), Outcome: "done"}}},
