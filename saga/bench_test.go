@@ -14,7 +14,7 @@ import (
 // test services, their replies back through a consumer into HandleReply,
 // state in the KV bucket. Starts run from 16 goroutines.
 func BenchmarkThreeStepSagas(b *testing.B) {
-	h := newHarness(b, time.Minute)
+	h := newHarness(b, time.Minute, saga.WithTick(saga.DefaultTick)) // the default tick, as in production
 	ctx := b.Context()
 	base := unique("b-")
 	b.ResetTimer()
