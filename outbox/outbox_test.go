@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,9 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runRelayChild())
+	}
 	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{Addr: "127.0.0.1:0"}, func(e *natsjs.Embedded) { emb = e })
 }
 

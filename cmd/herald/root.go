@@ -65,6 +65,8 @@ func newRootCmd() *cobra.Command {
 		newTraceCmd(a),
 		newTopicCmd(a),
 		newAuthCmd(a),
+		newOutboxCmd(a),
+		newSagaCmd(a),
 		newSubscribeCmd(a),
 	)
 	return root

@@ -49,6 +49,8 @@ const (
 //	POST   /api/v1/replay                      ReplayRequest
 //	GET    /api/v1/audit?correlation=|subject=|type=[&topic=&since=&until=&after=&limit=&payload=false]
 //	GET    /api/v1/trace/{correlation}[?payload=true]
+//	GET    /api/v1/sagas?state=&bucket=        saga instances
+//	GET    /api/v1/sagas/{id}?bucket=          one instance with its step history
 //
 // Answers are JSON; errors are {"error": "..."} with a 4xx status for bad
 // input, unknown names and conflicts. auditLog may be nil when the audit
@@ -67,6 +69,7 @@ func Handler(s *Service, auditLog AuditLog) http.Handler {
 	mux.HandleFunc("POST /api/v1/replay", h.replay)
 	mux.HandleFunc("GET /api/v1/audit", h.auditQuery)
 	mux.HandleFunc("GET /api/v1/trace/{correlation}", h.trace)
+	h.sagaRoutes(mux)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin API endpoint %s %s", r.Method, r.URL.Path))
 	})
