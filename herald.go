@@ -202,7 +202,9 @@ func (c *Client) PublishTo(ctx context.Context, topic string, events ...*event.E
 
 func (c *Client) publish(ctx context.Context, topic string, events []*event.Event) error {
 	parent, _ := consumer.FromContext(ctx)
-	topics := make([]string, len(events))
+	// One allocation holds the call's messages; the topics slice exists
+	// only for the permission check and the hooks that read it.
+	msgs := make([]broker.Message, len(events))
 	for i, e := range events {
 		if e.Source == "" {
 			e.Source = c.cfg.Source
@@ -216,9 +218,16 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 		if err := e.Validate(); err != nil {
 			return fmt.Errorf("herald: event %d (%s): %w", i, e.Type, err)
 		}
-		topics[i] = topic
+		msgs[i].Topic = topic
 		if topic == "" {
-			topics[i] = c.TopicFor(e.Type)
+			msgs[i].Topic = c.TopicFor(e.Type)
+		}
+	}
+	var topics []string
+	if c.creds != nil || len(c.cfg.Hooks) > 0 {
+		topics = make([]string, len(msgs))
+		for i := range msgs {
+			topics[i] = msgs[i].Topic
 		}
 	}
 	if c.creds != nil {
@@ -234,12 +243,11 @@ func (c *Client) publish(ctx context.Context, topic string, events []*event.Even
 			afters = append(afters, after)
 		}
 	}
-	msgs := make([]broker.Message, len(events))
 	ptrs := make([]*broker.Message, len(events))
 	for i, e := range events {
 		h := headerPool.Get().(map[string]string)
 		c.binding.Encode(e, h)
-		msgs[i] = broker.Message{Topic: topics[i], Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+		msgs[i] = broker.Message{Topic: msgs[i].Topic, Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
 		ptrs[i] = &msgs[i]
 	}
 	err := c.b.Publish(ctx, ptrs...)

@@ -208,12 +208,18 @@ func benchConsumeHerald(b *testing.B, hb *natsjs.Broker, data []byte, keyOrder b
 //
 //	go test -run '^$' -bench PublishConcurrent -benchtime 100000x ./broker/natsjs
 func BenchmarkPublishConcurrent(b *testing.B) {
-	e, _, js := benchEnv(b, natsjs.Sync)
-	gc := newBroker(b, natsjs.WithEmbedded(e))
+	for _, d := range []natsjs.Durability{natsjs.Sync, natsjs.Fast} {
+		benchPublishConcurrent(b, d)
+	}
+}
+
+func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
+	e, _, js := benchEnv(b, d)
+	gc := newBroker(b, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true))
 	nogc := newBroker(b, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(false))
 	data := payload()
 	for _, shape := range []struct{ publishers, perCall int }{{64, 1}, {16, 100}} {
-		name := fmt.Sprintf("p%d-n%d", shape.publishers, shape.perCall)
+		name := fmt.Sprintf("%s/p%d-n%d", d, shape.publishers, shape.perCall)
 		run := func(b *testing.B, call func(first, n int) error) {
 			b.SetBytes(benchSize)
 			var next atomic.Int64

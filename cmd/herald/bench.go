@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,8 +22,9 @@ func newBenchCmd(a *app) *cobra.Command {
 
 func newBenchE2ECmd(a *app) *cobra.Command {
 	var (
-		cfg    e2ebench.Config
-		asJSON bool
+		cfg     e2ebench.Config
+		asJSON  bool
+		profile string
 	)
 	cmd := &cobra.Command{
 		Use:   "e2e",
@@ -58,6 +60,14 @@ directory. --rate 0 publishes as fast as confirmations allow.`,
 			if !asJSON && a.output != "json" {
 				cfg.Progress = func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }
 			}
+			if profile != "" {
+				f, err := os.Create(profile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				cfg.CPUProfile = f
+			}
 			res, err := e2ebench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -90,6 +100,7 @@ directory. --rate 0 publishes as fast as confirmations allow.`,
 	fl.IntVar(&cfg.Keys, "keys", 1024, "distinct partition keys")
 	fl.IntVar(&cfg.Partitions, "partitions", 0, "partitions of the Herald topic (0: the broker's default)")
 	fl.BoolVar(&cfg.KeyOrder, "key-order", false, "also keep per-key order across instances (pinned partition consumers), to measure its cost")
+	fl.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the Herald side to this file (go tool pprof)")
 	fl.BoolVar(&asJSON, "json", false, "print one JSON object (same as -o json)")
 	return cmd
 }

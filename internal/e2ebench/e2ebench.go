@@ -17,8 +17,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -65,6 +67,9 @@ type Config struct {
 	// compared with is a plain work queue, so off is the like-for-like
 	// comparison; on measures what the guarantee costs.
 	KeyOrder bool
+	// CPUProfile, if set, receives a CPU profile (pprof format) of the
+	// process while the Herald side runs.
+	CPUProfile io.Writer
 	// Progress, if set, receives a line per phase.
 	Progress func(string)
 }
@@ -185,8 +190,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	for _, sd := range sides {
 		cfg.Progress(fmt.Sprintf("%s: publishing for %v at %s", sd.name, cfg.Duration, rateText(cfg.Rate)))
+		if sd.out == &res.Herald && cfg.CPUProfile != nil {
+			if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+				return res, fmt.Errorf("cpu profile: %w", err)
+			}
+		}
 		cpu0 := CPUTime()
 		s, err := sd.run(ctx, cfg, url)
+		if sd.out == &res.Herald && cfg.CPUProfile != nil {
+			pprof.StopCPUProfile()
+		}
 		if err != nil {
 			return res, fmt.Errorf("%s side: %w", sd.name, err)
 		}

@@ -1,6 +1,7 @@
 package e2ebench
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -10,9 +11,13 @@ import (
 // single-event publishers at a fixed rate: every published event must be
 // handled once on each side, and the figures must describe that run.
 func TestRunCountsEveryEvent(t *testing.T) {
-	res, err := Run(t.Context(), Config{Duration: 500 * time.Millisecond, Rate: 2000, Publishers: 8, Batch: 1, Keys: 16})
+	var prof bytes.Buffer
+	res, err := Run(t.Context(), Config{Duration: 500 * time.Millisecond, Rate: 2000, Publishers: 8, Batch: 1, Keys: 16, CPUProfile: &prof})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prof.Len() == 0 {
+		t.Error("no CPU profile written")
 	}
 	for _, s := range []struct {
 		name string
