@@ -16,7 +16,6 @@ import (
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/server/gateway"
-	"github.com/heraldhq/herald/telemetry"
 )
 
 // startGateway mounts the HTTP gateway (server/gateway) on the admin
@@ -46,10 +45,7 @@ func (s *Server) startGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	metrics, err := telemetry.NewMetrics(s.metrics)
-	if err != nil {
-		return fmt.Errorf("server: gateway metrics: %w", err)
-	}
+	metrics := s.telem
 	opts := []gateway.Option{gateway.WithRegistry(s.registry), gateway.WithLogger(s.log),
 		gateway.WithStore(store), gateway.WithObserver(metrics)}
 	if check != nil {
