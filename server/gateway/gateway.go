@@ -114,7 +114,7 @@ func WithStore(st *Store) Option {
 }
 
 // WithObserver reports every push delivery to o, as SDK consumers do
-// (telemetry.Metrics: herald_events_consumed_total, handler durations...).
+// (telemetry.Metrics: herald_consumed_total, herald_handler_duration_seconds...).
 func WithObserver(o consumer.Observer) Option {
 	return func(c *config) error { c.observer = o; return nil }
 }

@@ -45,7 +45,7 @@ func (g *Gateway) startPush(s Subscription) (*pusher, error) {
 		// wait for an earlier one; the broker redelivers only what a
 		// stopped server did not finish.
 		consumer.WithShutdownTimeout(time.Duration(s.Timeout) + 5*time.Second),
-		consumer.WithMaxInFlight(max(4*s.Concurrency, 64)),
+		consumer.WithMaxInFlight(max(16*s.Concurrency, 256)),
 	}
 	if g.cfg.observer != nil {
 		opts = append(opts, consumer.WithObserver(g.cfg.observer))
@@ -55,7 +55,9 @@ func (g *Gateway) startPush(s Subscription) (*pusher, error) {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = s.Concurrency
+	// One kept-alive connection per delivery in flight: below that,
+	// connections are closed and dialled again at every burst.
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, s.Concurrency
 	p := &pusher{
 		g: g, sub: s, key: key,
 		hc: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {

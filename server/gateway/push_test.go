@@ -268,6 +268,25 @@ func TestPushClientErrorGoesToDeadLetters(t *testing.T) {
 	if _, _, reqs, _ := h.snapshot(); reqs != 10 {
 		t.Errorf("webhook got %d requests for 10 events", reqs)
 	}
+	// The group's deliveries show in the SDK consumers' metrics.
+	wants := []string{
+		fmt.Sprintf(`herald_consumed_total{group=%q,outcome="ack",topic=%q,type="shop.order.placed.v1"} 8`, group, topic),
+		fmt.Sprintf(`herald_consumed_total{group=%q,outcome="dlq",topic=%q,type="shop.order.placed.v1"} 2`, group, topic),
+	}
+	eventually(t, 30*time.Second, "the push group's outcomes on /metrics", func() (bool, string) {
+		resp, err := http.Get(srv.AdminURL() + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		metrics, _ := io.ReadAll(resp.Body)
+		for _, want := range wants {
+			if !strings.Contains(string(metrics), want) {
+				return false, "missing " + want
+			}
+		}
+		return true, ""
+	})
 }
 
 func TestPushResumesAfterRestart(t *testing.T) {
