@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
+	_ "github.com/heraldhq/herald/broker/kafka" // registers kafka://
 	"github.com/heraldhq/herald/broker/rabbitmq"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/internal/testenv"

@@ -22,10 +22,8 @@ import (
 	"sync"
 
 	"github.com/heraldhq/herald/broker"
-	"github.com/heraldhq/herald/broker/kafka"
-	"github.com/heraldhq/herald/broker/memory"
+	_ "github.com/heraldhq/herald/broker/memory" // registers memory://
 	"github.com/heraldhq/herald/broker/natsjs"
-	"github.com/heraldhq/herald/broker/rabbitmq"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/event"
@@ -121,13 +119,21 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// OpenBroker connects to the broker at url, chosen by its scheme, and
-// returns it with the CloudEvents binding its headers use:
+// OpenBroker connects to the broker at url, chosen by its scheme among
+// the adapters the program imports (see broker.Register), and returns it
+// with the CloudEvents binding its headers use:
 //
 //	nats://host:port[,host:port]   NATS JetStream (tls:// too)       event.NATS
+//	memory://                      in-process, for tests             event.NATS
 //	kafka://host:port[,host:port]  Kafka                             event.Kafka
 //	amqp://user:pass@host:port/vh  RabbitMQ (amqps:// too)           event.AMQP
-//	memory://                      in-process, for tests             event.NATS
+//
+// The herald package registers nats://, tls:// and memory:// itself. Kafka
+// and RabbitMQ register when their adapters are imported, so that a
+// service that does not use them does not link their clients:
+//
+//	import _ "github.com/heraldhq/herald/broker/kafka"
+//	import _ "github.com/heraldhq/herald/broker/rabbitmq"
 //
 // The caller closes the broker.
 func OpenBroker(ctx context.Context, url string, log *slog.Logger) (broker.Broker, event.Binding, error) {
@@ -135,36 +141,33 @@ func OpenBroker(ctx context.Context, url string, log *slog.Logger) (broker.Broke
 		log = slog.Default()
 	}
 	scheme, _, _ := strings.Cut(url, "://")
-	switch scheme {
-	case "nats", "tls":
-		b, err := natsjs.New(ctx, natsjs.WithURL(url), natsjs.WithLogger(log))
-		if err != nil {
-			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
-		}
-		return b, event.NATS, nil
-	case kafka.Scheme:
-		opts, err := kafka.ParseURL(url)
-		if err != nil {
-			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
-		}
-		b, err := kafka.New(ctx, append(opts, kafka.WithLogger(log))...)
-		if err != nil {
-			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
-		}
-		return b, event.Kafka, nil
-	case "amqp", "amqps":
-		b, err := rabbitmq.New(ctx, url, rabbitmq.WithLogger(log))
-		if err != nil {
-			return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
-		}
-		return b, event.AMQP, nil
-	case "memory":
-		return memory.New(), event.NATS, nil
-	case "":
+	if scheme == "" {
 		return nil, event.Binding{}, errors.New("herald: Config.URL or Config.Broker is required (for example nats://127.0.0.1:4222)")
 	}
-	return nil, event.Binding{}, fmt.Errorf("herald: broker URL %q: unsupported scheme %q (want nats, tls, kafka, amqp, amqps or memory)", url, scheme)
+	d, ok := broker.Lookup(scheme)
+	if !ok {
+		hint := ""
+		switch scheme {
+		case "kafka":
+			hint = `: import _ "github.com/heraldhq/herald/broker/kafka" to use Kafka`
+		case "amqp", "amqps":
+			hint = `: import _ "github.com/heraldhq/herald/broker/rabbitmq" to use RabbitMQ`
+		}
+		return nil, event.Binding{}, fmt.Errorf("herald: broker URL %q: unsupported scheme %q (registered: %s)%s",
+			url, scheme, strings.Join(broker.Schemes(), ", "), hint)
+	}
+	binding, ok := bindings[d.Binding]
+	if !ok {
+		return nil, event.Binding{}, fmt.Errorf("herald: broker URL %q: the %s adapter names an unknown binding %q", url, scheme, d.Binding)
+	}
+	b, err := d.Open(ctx, url, log)
+	if err != nil {
+		return nil, event.Binding{}, fmt.Errorf("herald: %w", err)
+	}
+	return b, binding, nil
 }
+
+var bindings = map[string]event.Binding{"nats": event.NATS, "kafka": event.Kafka, "amqp": event.AMQP}
 
 // Broker returns the client's broker.
 func (c *Client) Broker() broker.Broker { return c.b }

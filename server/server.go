@@ -37,6 +37,7 @@ import (
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
 	"github.com/heraldhq/herald/server/auth"
+	"github.com/heraldhq/herald/server/gateway"
 	"github.com/heraldhq/herald/server/registry"
 	"github.com/heraldhq/herald/server/web"
 	"github.com/heraldhq/herald/telemetry"
@@ -166,6 +167,10 @@ type Server struct {
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
 	mux      *http.ServeMux
 	metrics  *prometheus.Registry
+	// telem holds the SDK-side metric families (publish, consume) on
+	// metrics, registered once and shared by everything in the process
+	// that publishes or consumes: the gateway and herald dev's services.
+	telem    *telemetry.Metrics
 	admin    *admin.Service
 	started  time.Time
 	wg       sync.WaitGroup
@@ -181,6 +186,8 @@ type Server struct {
 	auth      *auth.Manager
 	sysConn   *nats.Conn
 	policy    auth.AdminPolicy
+
+	gateway *gateway.Gateway
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -251,7 +258,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg}, nil
+	telem, err := telemetry.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg, telem: telem}, nil
 }
 
 // Start opens the listeners, starts the broker and returns once JetStream
@@ -323,6 +334,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("server: metrics: %w", err)
 	}
 	if err := s.startAudit(ctx); err != nil {
+		return err
+	}
+	if err := s.startGateway(ctx); err != nil {
 		return err
 	}
 	if err := s.routes(); err != nil {
@@ -569,6 +583,12 @@ func (s *Server) AuditIndexer() *audit.Indexer { return s.indexer }
 // it to export more.
 func (s *Server) Metrics() *prometheus.Registry { return s.metrics }
 
+// ServiceMetrics returns the publish and consume metrics registered on
+// Metrics. Code running inside the server process that publishes or
+// consumes (a gateway, a demo service) reports through it: registering a
+// second set on the same registry fails.
+func (s *Server) ServiceMetrics() *telemetry.Metrics { return s.telem }
+
 // Registry returns the schema registry.
 func (s *Server) Registry() *schema.Registry { return s.registry }
 
@@ -593,6 +613,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.wg.Wait()
+		if s.gateway != nil {
+			_ = s.gateway.Close()
+		}
 		if s.auditStop != nil {
 			s.auditStop()
 			s.auditWG.Wait()
