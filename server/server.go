@@ -464,7 +464,7 @@ func (s *Server) routes() error {
 	if s.indexer != nil {
 		auditLog = s.indexer
 	}
-	dashboard, err := web.New(web.Sources{Admin: s.admin, Audit: auditLog, Registry: s.registry}, web.WithLogger(s.log))
+	dashboard, err := web.New(web.Sources{Admin: s.admin, Audit: auditLog, Registry: s.registry}, web.WithLogger(s.log), web.WithBrokerURL(s.EventsURL()))
 	if err != nil {
 		return fmt.Errorf("server: dashboard: %w", err)
 	}

@@ -68,6 +68,7 @@ func newRootCmd() *cobra.Command {
 		newOutboxCmd(a),
 		newSagaCmd(a),
 		newSubscribeCmd(a),
+		newAsyncAPICmd(a),
 	)
 	return root
 }

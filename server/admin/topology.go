@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/broker"
@@ -64,7 +65,9 @@ func toMessage(topic string, m *jetstream.RawStreamMsg) Message {
 
 // Messages returns up to limit messages of topic with a sequence at or
 // below before (0: from the newest), newest first, and the before of the
-// next page (0 when there is none).
+// next page (0 when there is none). A page of more than 100 is read in
+// one pass over the last limit sequences, so it holds fewer messages when
+// some of them were deleted.
 func (s *Service) Messages(ctx context.Context, topic string, before uint64, limit int) ([]Message, uint64, error) {
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -84,6 +87,9 @@ func (s *Service) Messages(ctx context.Context, topic string, before uint64, lim
 	if before > 0 && before < seq {
 		seq = before
 	}
+	if limit > streamFrom {
+		return s.readBack(ctx, st, topic, first, seq, limit)
+	}
 	out := []Message{}
 	for ; seq >= first && seq > 0; seq-- {
 		if len(out) == limit {
@@ -99,6 +105,67 @@ func (s *Service) Messages(ctx context.Context, topic string, before uint64, lim
 		out = append(out, toMessage(topic, m))
 	}
 	return out, 0, nil
+}
+
+// streamFrom is the page size above which Messages streams the range with
+// an ordered consumer rather than getting the messages one by one.
+const streamFrom = 100
+
+// readBack returns the messages of the last limit sequences up to last
+// (at or above first), newest first, read in one pass by an ordered
+// consumer. Deleted sequences count towards limit, so a page can hold
+// fewer messages.
+func (s *Service) readBack(ctx context.Context, st jetstream.Stream, topic string, first, last uint64, limit int) ([]Message, uint64, error) {
+	from := first
+	if last >= uint64(limit) && last-uint64(limit)+1 > first {
+		from = last - uint64(limit) + 1
+	}
+	out := []Message{}
+	if last < from || last == 0 {
+		return out, 0, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, InactiveThreshold: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("admin: topic %q: read: %w", topic, err)
+	}
+	for done := false; !done; {
+		batch, err := cons.Fetch(min(int(last-from+1), 1000), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, 0, fmt.Errorf("admin: topic %q: read: %w", topic, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > last {
+				done = true
+				continue
+			}
+			out = append(out, toMessage(topic, &jetstream.RawStreamMsg{
+				Subject: m.Subject(), Sequence: md.Sequence.Stream, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp,
+			}))
+			if md.Sequence.Stream == last {
+				done = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, 0, fmt.Errorf("admin: topic %q: read: %w", topic, err)
+		}
+		if n == 0 {
+			done = true
+		}
+	}
+	slices.Reverse(out)
+	next := uint64(0)
+	if from > first {
+		next = from - 1
+	}
+	return out, next, nil
 }
 
 // Message returns the message at seq of topic, or an error wrapping

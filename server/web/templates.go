@@ -15,7 +15,7 @@ import (
 )
 
 // pages are the templates besides the layout, one per page.
-var pages = []string{"error", "overview", "topic", "event", "trace", "dlqs", "dlq", "redrive", "groups", "group", "schemas", "subject"}
+var pages = []string{"error", "overview", "topic", "event", "trace", "dlqs", "dlq", "redrive", "groups", "group", "schemas", "subject", "topology"}
 
 func parseTemplates() (map[string]*template.Template, error) {
 	out := make(map[string]*template.Template, len(pages))

@@ -62,6 +62,8 @@ type Handler struct {
 	// sample is how many of each topic's newest messages the topology
 	// reads.
 	sample int
+	// brokerURL is where clients connect, for the AsyncAPI servers.
+	brokerURL string
 }
 
 // Option configures a Handler.
@@ -73,6 +75,10 @@ func WithLogger(l *slog.Logger) Option { return func(h *Handler) { h.log = l } }
 // WithTopologySample sets how many of each topic's newest messages the
 // topology page and the AsyncAPI export read. Default 1000; at most 10000.
 func WithTopologySample(n int) Option { return func(h *Handler) { h.sample = n } }
+
+// WithBrokerURL names the broker clients connect to (nats://, kafka://,
+// amqp://), written as the server of the AsyncAPI export. Default: none.
+func WithBrokerURL(u string) Option { return func(h *Handler) { h.brokerURL = u } }
 
 // New returns the dashboard over src.
 func New(src Sources, opts ...Option) (*Handler, error) {
@@ -123,6 +129,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /schemas", h.schemas)
 	m.HandleFunc("GET /schemas/{subject}", h.subject)
 	m.HandleFunc("GET /trace/{correlation}", h.trace)
+	m.HandleFunc("GET /topology", h.topology)
+	m.HandleFunc("GET /topology.svg", h.topologySVG)
+	m.HandleFunc("GET /asyncapi.json", h.asyncapi)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("%w: no dashboard page %s %s", admin.ErrNotFound, r.Method, r.URL.Path))
 	})
