@@ -1,8 +1,9 @@
 // Package server composes the Herald platform that `herald serve` runs: the
 // embedded NATS JetStream broker, the admin HTTP API (health checks,
 // /metrics, dead letters, replay, lag, retention, audit; see
-// server/admin), the audit indexer (server/audit), and the listeners of the
-// other components. The SDK never imports it.
+// server/admin), the dashboard at / (server/web), the audit indexer
+// (server/audit), and the listeners of the other components. The SDK
+// never imports it.
 //
 //	srv, err := server.New(server.Config{DataDir: dir})
 //	if err != nil { ... }
@@ -36,7 +37,9 @@ import (
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
 	"github.com/heraldhq/herald/server/auth"
+	"github.com/heraldhq/herald/server/gateway"
 	"github.com/heraldhq/herald/server/registry"
+	"github.com/heraldhq/herald/server/web"
 	"github.com/heraldhq/herald/telemetry"
 )
 
@@ -164,6 +167,10 @@ type Server struct {
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
 	mux      *http.ServeMux
 	metrics  *prometheus.Registry
+	// telem holds the SDK-side metric families (publish, consume) on
+	// metrics, registered once and shared by everything in the process
+	// that publishes or consumes: the gateway and herald dev's services.
+	telem    *telemetry.Metrics
 	admin    *admin.Service
 	started  time.Time
 	wg       sync.WaitGroup
@@ -179,6 +186,8 @@ type Server struct {
 	auth      *auth.Manager
 	sysConn   *nats.Conn
 	policy    auth.AdminPolicy
+
+	gateway *gateway.Gateway
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -249,7 +258,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg}, nil
+	telem, err := telemetry.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: reg, telem: telem}, nil
 }
 
 // Start opens the listeners, starts the broker and returns once JetStream
@@ -323,7 +336,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startAudit(ctx); err != nil {
 		return err
 	}
-	s.routes()
+	if err := s.startGateway(ctx); err != nil {
+		return err
+	}
+	if err := s.routes(); err != nil {
+		return err
+	}
 	adminGuard, regGuard, err := s.guards(ctx)
 	if err != nil {
 		return err
@@ -441,11 +459,16 @@ func (s *Server) startAudit(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) routes() {
+func (s *Server) routes() error {
 	var auditLog admin.AuditLog
 	if s.indexer != nil {
 		auditLog = s.indexer
 	}
+	dashboard, err := web.New(web.Sources{Admin: s.admin, Audit: auditLog, Registry: s.registry}, web.WithLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("server: dashboard: %w", err)
+	}
+	s.mux.Handle("/", dashboard)
 	s.mux.Handle("/api/v1/", admin.Handler(s.admin, auditLog))
 	s.mux.Handle("/api/v1/auth/", auth.Handler(s.auth))
 	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
@@ -459,6 +482,7 @@ func (s *Server) routes() {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 	})
+	return nil
 }
 
 // externalNATS reports whether the platform runs on a JetStream it did
@@ -559,6 +583,12 @@ func (s *Server) AuditIndexer() *audit.Indexer { return s.indexer }
 // it to export more.
 func (s *Server) Metrics() *prometheus.Registry { return s.metrics }
 
+// ServiceMetrics returns the publish and consume metrics registered on
+// Metrics. Code running inside the server process that publishes or
+// consumes (a gateway, a demo service) reports through it: registering a
+// second set on the same registry fails.
+func (s *Server) ServiceMetrics() *telemetry.Metrics { return s.telem }
+
 // Registry returns the schema registry.
 func (s *Server) Registry() *schema.Registry { return s.registry }
 
@@ -583,6 +613,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.wg.Wait()
+		if s.gateway != nil {
+			_ = s.gateway.Close()
+		}
 		if s.auditStop != nil {
 			s.auditStop()
 			s.auditWG.Wait()

@@ -278,7 +278,7 @@ func (d *delivery) Message() *broker.Message {
 		// Size the map for what it keeps: a map of up to 8 entries is one
 		// allocation group, and most events have 7 attribute headers.
 		n := len(hdr)
-		for _, k := range [...]string{jetstream.MsgIDHeader, HeaderKey, pinIDHeader} {
+		for _, k := range [...]string{jetstream.MsgIDHeader, HeaderKey, pinIDHeader, batchIDHeader, batchSeqHeader, batchCommitHeader} {
 			if _, ok := hdr[k]; ok {
 				n--
 			}
@@ -293,8 +293,9 @@ func (d *delivery) Message() *broker.Message {
 				m.ID = v[0]
 			case HeaderKey:
 				m.Key = v[0]
-			case pinIDHeader:
-				// Delivery metadata of pinned consumers, not the message's.
+			case pinIDHeader, batchIDHeader, batchSeqHeader, batchCommitHeader:
+				// Delivery metadata of pinned consumers and the group
+				// commit's batch (groupcommit.go), not the message's.
 			default:
 				m.Header[k] = v[0]
 			}

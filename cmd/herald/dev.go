@@ -14,7 +14,6 @@ import (
 	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/examples/shop"
 	"github.com/heraldhq/herald/server/auth"
-	"github.com/heraldhq/herald/telemetry"
 )
 
 func newDevCmd(a *app) *cobra.Command {
@@ -72,10 +71,7 @@ unless --keep is given.`,
 			demoNote := "off (--demo-rate 0)"
 			if demoRate > 0 {
 				// The demo reports to the server's /metrics like a service would.
-				m, err := telemetry.NewMetrics(srv.Metrics())
-				if err != nil {
-					return err
-				}
+				m := srv.ServiceMetrics()
 				hc := herald.Config{Broker: srv.Broker(), Source: "shop", Logger: log, Hooks: []herald.PublishHook{m}}
 				if caFile != "" {
 					// The shop connects like a service would: over TLS, with

@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		newTraceCmd(a),
 		newTopicCmd(a),
 		newAuthCmd(a),
+		newSubscribeCmd(a),
 	)
 	return root
 }

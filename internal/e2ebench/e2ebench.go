@@ -1,9 +1,13 @@
 // Package e2ebench measures Herald end to end: events published with the
 // SDK, consumed by a router (at-least-once, retry and dead-letter
 // middleware on, per-key order within the instance) and acknowledged;
-// beside the raw nats.go JetStream client doing the same loop against the
-// same server in the same run. Config.KeyOrder adds per-key order across
-// instances. `herald bench e2e` and the consumer package's benchmark use it.
+// beside two loops of the raw nats.go JetStream client against the same
+// server in the same run: the plain one (asynchronous publish with 4096
+// pending, no headers, pull consume + ack: the fastest the client goes) and
+// the like-for-like one (the same CloudEvents headers and dedup id as
+// Herald, published the way Herald's publishers publish). Config.KeyOrder
+// adds per-key order across instances. `herald bench e2e` and the consumer
+// package's benchmark use it.
 package e2ebench
 
 import (
@@ -50,6 +54,12 @@ type Config struct {
 	Keys int
 	// Partitions of the Herald topic; 0 means the broker's default.
 	Partitions int
+	// Publishers is the number of goroutines publishing at once, each
+	// calling publish with Batch events and waiting for its confirmation
+	// before the next call (Herald and the like-for-like raw loop; the
+	// plain loop has one asynchronous publisher). Rate is shared among
+	// them. Default 1.
+	Publishers int
 	// KeyOrder turns on the router's per-key order across instances
 	// (pinned partition consumers). Off by default: the raw loop it is
 	// compared with is a plain work queue, so off is the like-for-like
@@ -72,26 +82,42 @@ type Side struct {
 	// publisher and consumer together when the server is embedded. It is
 	// steadier than throughput on a busy machine.
 	CPUus float64 `json:"cpu_us_per_event"`
+	// PubMsgsPerS is the publishing side alone: confirmed events per
+	// second from the first publish to the last confirmation.
+	PubMsgsPerS float64 `json:"pub_msgs_per_s"`
 }
 
 // Result is the outcome of a run. The flat fields are the headline
 // figures `herald bench e2e --json` prints.
+// Ratio is Herald over the like-for-like raw loop, PlainRatio Herald over
+// the plain raw loop, PubRatio Herald's publishing over the plain loop's.
 type Result struct {
-	HeraldMsgsPerS float64 `json:"herald_msgs_per_s"`
-	RawMsgsPerS    float64 `json:"raw_msgs_per_s"`
-	Ratio          float64 `json:"ratio"`
-	P50us          float64 `json:"p50_us"`
-	P99us          float64 `json:"p99_us"`
-	RawP50us       float64 `json:"raw_p50_us"`
-	RawP99us       float64 `json:"raw_p99_us"`
-	Lost           int     `json:"lost"`
-	RawLost        int     `json:"raw_lost"`
-	Rate           int     `json:"rate"`
-	Size           int     `json:"size"`
-	DurationS      float64 `json:"duration_s"`
-	URL            string  `json:"url"`
-	Herald         Side    `json:"herald"`
-	Raw            Side    `json:"raw"`
+	HeraldMsgsPerS    float64 `json:"herald_msgs_per_s"`
+	RawMsgsPerS       float64 `json:"raw_msgs_per_s"`
+	Ratio             float64 `json:"ratio"`
+	PlainMsgsPerS     float64 `json:"plain_msgs_per_s"`
+	PlainRatio        float64 `json:"plain_ratio"`
+	HeraldPubMsgsPerS float64 `json:"herald_pub_msgs_per_s"`
+	PlainPubMsgsPerS  float64 `json:"plain_pub_msgs_per_s"`
+	PubRatio          float64 `json:"pub_ratio"`
+	P50us             float64 `json:"p50_us"`
+	P99us             float64 `json:"p99_us"`
+	RawP50us          float64 `json:"raw_p50_us"`
+	RawP99us          float64 `json:"raw_p99_us"`
+	PlainP50us        float64 `json:"plain_p50_us"`
+	PlainP99us        float64 `json:"plain_p99_us"`
+	Lost              int     `json:"lost"`
+	RawLost           int     `json:"raw_lost"`
+	PlainLost         int     `json:"plain_lost"`
+	Rate              int     `json:"rate"`
+	Size              int     `json:"size"`
+	Batch             int     `json:"batch"`
+	Publishers        int     `json:"publishers"`
+	DurationS         float64 `json:"duration_s"`
+	URL               string  `json:"url"`
+	Herald            Side    `json:"herald"`
+	Raw               Side    `json:"raw"`
+	Plain             Side    `json:"plain"`
 }
 
 func (c *Config) defaults() error {
@@ -110,6 +136,12 @@ func (c *Config) defaults() error {
 	if c.Batch <= 0 {
 		c.Batch = 100
 	}
+	if c.Publishers < 0 {
+		return fmt.Errorf("publishers %d: must not be negative", c.Publishers)
+	}
+	if c.Publishers == 0 {
+		c.Publishers = 1
+	}
 	if c.Keys <= 0 {
 		c.Keys = 1024
 	}
@@ -119,7 +151,8 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Run measures the raw client, then Herald, and returns both.
+// Run measures the plain raw loop, the like-for-like raw loop, then
+// Herald, and returns all three.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return Result{}, err
@@ -139,32 +172,46 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer emb.Shutdown()
 		url = emb.ClientURL()
 	}
-	res := Result{Rate: cfg.Rate, Size: cfg.Size, DurationS: cfg.Duration.Seconds(), URL: url}
-	cfg.Progress(fmt.Sprintf("raw nats.go: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
-	cpu0 := CPUTime()
-	raw, err := runRaw(ctx, cfg, url)
-	if err != nil {
-		return res, fmt.Errorf("raw side: %w", err)
+	res := Result{Rate: cfg.Rate, Size: cfg.Size, Batch: cfg.Batch, Publishers: cfg.Publishers,
+		DurationS: cfg.Duration.Seconds(), URL: url}
+	sides := []struct {
+		name string
+		run  func(context.Context, Config, string) (Side, error)
+		out  *Side
+	}{
+		{"plain nats.go", runPlain, &res.Plain},
+		{"raw nats.go", runRaw, &res.Raw},
+		{"herald", runHerald, &res.Herald},
 	}
-	raw.CPUus = perEvent(CPUTime()-cpu0, raw.Handled)
-	cfg.Progress(fmt.Sprintf("raw nats.go: %.0f msgs/s, p99 %.0f µs, lost %d", raw.MsgsPerS, raw.P99us, raw.Lost))
-	cfg.Progress(fmt.Sprintf("herald: publishing for %v at %s", cfg.Duration, rateText(cfg.Rate)))
-	cpu0 = CPUTime()
-	hs, err := runHerald(ctx, cfg, url)
-	if err != nil {
-		return res, fmt.Errorf("herald side: %w", err)
+	for _, sd := range sides {
+		cfg.Progress(fmt.Sprintf("%s: publishing for %v at %s", sd.name, cfg.Duration, rateText(cfg.Rate)))
+		cpu0 := CPUTime()
+		s, err := sd.run(ctx, cfg, url)
+		if err != nil {
+			return res, fmt.Errorf("%s side: %w", sd.name, err)
+		}
+		s.CPUus = perEvent(CPUTime()-cpu0, s.Handled)
+		cfg.Progress(fmt.Sprintf("%s: %.0f msgs/s, p99 %.0f µs, lost %d", sd.name, s.MsgsPerS, s.P99us, s.Lost))
+		*sd.out = s
 	}
-	hs.CPUus = perEvent(CPUTime()-cpu0, hs.Handled)
-	cfg.Progress(fmt.Sprintf("herald: %.0f msgs/s, p99 %.0f µs, lost %d", hs.MsgsPerS, hs.P99us, hs.Lost))
-	res.Herald, res.Raw = hs, raw
-	res.HeraldMsgsPerS, res.RawMsgsPerS = hs.MsgsPerS, raw.MsgsPerS
-	if raw.MsgsPerS > 0 {
-		res.Ratio = hs.MsgsPerS / raw.MsgsPerS
-	}
+	hs, raw, plain := res.Herald, res.Raw, res.Plain
+	res.HeraldMsgsPerS, res.RawMsgsPerS, res.PlainMsgsPerS = hs.MsgsPerS, raw.MsgsPerS, plain.MsgsPerS
+	res.Ratio = ratio(hs.MsgsPerS, raw.MsgsPerS)
+	res.PlainRatio = ratio(hs.MsgsPerS, plain.MsgsPerS)
+	res.HeraldPubMsgsPerS, res.PlainPubMsgsPerS = hs.PubMsgsPerS, plain.PubMsgsPerS
+	res.PubRatio = ratio(hs.PubMsgsPerS, plain.PubMsgsPerS)
 	res.P50us, res.P99us = hs.P50us, hs.P99us
 	res.RawP50us, res.RawP99us = raw.P50us, raw.P99us
-	res.Lost, res.RawLost = hs.Lost, raw.Lost
+	res.PlainP50us, res.PlainP99us = plain.P50us, plain.P99us
+	res.Lost, res.RawLost, res.PlainLost = hs.Lost, raw.Lost, plain.Lost
 	return res, nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func perEvent(d time.Duration, n int) float64 {
@@ -250,44 +297,85 @@ func parse(p []byte) (n int, sent int64, ok bool) {
 	return int(binary.BigEndian.Uint64(p[8:16])), int64(binary.BigEndian.Uint64(p[0:8])), true
 }
 
-// pace calls send with batch sizes that keep to cfg.Rate (or full
-// batches at full speed) until the duration is over, and returns how many
-// events were sent. send gets the first event number and the count.
-func pace(ctx context.Context, cfg Config, send func(first, n int) error) (int, error) {
-	deadline := time.Now().Add(cfg.Duration)
-	sent := 0
-	if cfg.Rate == 0 {
-		for time.Now().Before(deadline) {
-			if err := send(sent, cfg.Batch); err != nil {
-				return sent, err
+// publishAll runs cfg.Publishers goroutines that each pace themselves to
+// their share of cfg.Rate (or publish full batches at full speed) until the
+// duration is over, and returns how many events were sent and how long
+// that took. send gets the first event number and the count; the numbers
+// of all publishers together are 0..sent-1 without gaps.
+func publishAll(ctx context.Context, cfg Config, send func(first, n int) error) (int, time.Duration, error) {
+	var (
+		next  atomic.Int64 // the next event number to hand out
+		sent  atomic.Int64
+		first error
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(cfg.Duration)
+	claim := func(n int) error {
+		f := int(next.Add(int64(n))) - n
+		err := send(f, n)
+		if err == nil {
+			sent.Add(int64(n))
+		}
+		return err
+	}
+	for p := range cfg.Publishers {
+		rate := cfg.Rate / cfg.Publishers
+		if p < cfg.Rate%cfg.Publishers {
+			rate++
+		}
+		wg.Go(func() {
+			if err := pace(ctx, deadline, rate, cfg.Batch, cfg.Rate > 0, claim); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
 			}
-			sent += cfg.Batch
+		})
+	}
+	wg.Wait()
+	return int(sent.Load()), time.Since(start), first
+}
+
+// pace calls send with batch sizes that keep to rate (or full batches when
+// paced is false) until deadline.
+func pace(ctx context.Context, deadline time.Time, rate, batch int, paced bool, send func(n int) error) error {
+	if !paced {
+		for time.Now().Before(deadline) {
+			if err := send(batch); err != nil {
+				return err
+			}
 			if ctx.Err() != nil {
-				return sent, ctx.Err()
+				return ctx.Err()
 			}
 		}
-		return sent, nil
+		return nil
+	}
+	if rate == 0 {
+		return nil
 	}
 	const tick = time.Millisecond
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	start := time.Now()
+	start, sent := time.Now(), 0
 	for now := start; now.Before(deadline); now = time.Now() {
-		due := int(float64(cfg.Rate) * now.Sub(start).Seconds())
-		if n := min(due-sent, cfg.Batch); n > 0 {
-			if err := send(sent, n); err != nil {
-				return sent, err
+		due := int(float64(rate) * now.Sub(start).Seconds())
+		if n := min(due-sent, batch); n > 0 {
+			if err := send(n); err != nil {
+				return err
 			}
 			sent += n
 			continue
 		}
 		select {
 		case <-ctx.Done():
-			return sent, ctx.Err()
+			return ctx.Err()
 		case <-t.C:
 		}
 	}
-	return sent, nil
+	return nil
 }
 
 // drain waits until the recorder saw every published event, or nothing new
@@ -309,9 +397,9 @@ func drain(ctx context.Context, r *recorder, published int) {
 	}
 }
 
-func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
-	// The raw client authenticates and trusts the server as the SDK does
-	// ($HERALD_CREDS, $HERALD_CA), so a secured server compares alike.
+// rawOptions authenticates and trusts the server as the SDK does
+// ($HERALD_CREDS, $HERALD_CA), so a secured server compares alike.
+func rawOptions() []nats.Option {
 	var opts []nats.Option
 	if p := os.Getenv("HERALD_CREDS"); p != "" {
 		opts = append(opts, nats.UserCredentials(p))
@@ -319,7 +407,90 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	if p := os.Getenv("HERALD_CA"); p != "" {
 		opts = append(opts, nats.RootCAs(p))
 	}
-	nc, err := nats.Connect(url, opts...)
+	return opts
+}
+
+// plainPending is how many unconfirmed publishes the plain loop keeps.
+const plainPending = 4096
+
+// runPlain is the fastest loop the raw client offers: one publisher
+// sending asynchronously with up to plainPending confirmations
+// outstanding, no headers, and a pull consumer that acks each message.
+func runPlain(ctx context.Context, cfg Config, url string) (Side, error) {
+	nc, err := nats.Connect(url, rawOptions()...)
+	if err != nil {
+		return Side{}, err
+	}
+	defer nc.Close()
+	var (
+		failed   atomic.Int64
+		firstErr atomic.Pointer[error]
+	)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(plainPending),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, &err)
+		}))
+	if err != nil {
+		return Side{}, err
+	}
+	name := uniqueName("bench_plain")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.FileStorage}); err != nil {
+		return Side{}, err
+	}
+	defer js.DeleteStream(context.Background(), name) //nolint:errcheck // best effort
+	cons, err := js.CreateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "g", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: plainPending})
+	if err != nil {
+		return Side{}, err
+	}
+	rec := newRecorder(cfg.Rate * int(cfg.Duration.Seconds()+1))
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if n, sent, ok := parse(m.Data()); ok {
+			rec.record(n, sent)
+		}
+		_ = m.Ack()
+	}, jetstream.PullMaxMessages(plainPending))
+	if err != nil {
+		return Side{}, err
+	}
+	defer cc.Stop()
+	subjects := make([]string, 8)
+	for k := range subjects {
+		subjects[k] = name + "." + strconv.Itoa(k) + ".bench"
+	}
+	plain := cfg
+	plain.Publishers = 1
+	start := time.Now()
+	sent, _, err := publishAll(ctx, plain, func(first, n int) error {
+		for i := first; i < first+n; i++ {
+			p := make([]byte, cfg.Size)
+			payload(p, i)
+			if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%len(subjects)], Data: p}, jetstream.WithStallWait(time.Minute)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Side{}, err
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return Side{}, ctx.Err()
+	}
+	took := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		return Side{}, fmt.Errorf("%d of %d publishes not confirmed, the first: %w", n, sent, *firstErr.Load())
+	}
+	drain(ctx, rec, sent)
+	side := rec.side(sent, start)
+	side.PubMsgsPerS = float64(sent) / took.Seconds()
+	return side, nil
+}
+
+func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
+	nc, err := nats.Connect(url, rawOptions()...)
 	if err != nil {
 		return Side{}, err
 	}
@@ -353,9 +524,8 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	for k := range subjects {
 		subjects[k] = name + "." + strconv.Itoa(k%8) + ".bench.v1"
 	}
-	futs := make([]jetstream.PubAckFuture, 0, cfg.Batch)
-	published, err := pace(ctx, cfg, func(first, n int) error {
-		futs = futs[:0]
+	published, took, err := publishAll(ctx, cfg, func(first, n int) error {
+		futs := make([]jetstream.PubAckFuture, 0, n)
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
 			payload(p, i)
@@ -391,7 +561,9 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 		return Side{}, err
 	}
 	drain(ctx, rec, published)
-	return rec.side(published, start), nil
+	side := rec.side(published, start)
+	side.PubMsgsPerS = float64(published) / took.Seconds()
+	return side, nil
 }
 
 func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
@@ -439,9 +611,8 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		keys[k] = "k" + strconv.Itoa(k)
 	}
 	start := time.Now()
-	events := make([]*event.Event, 0, cfg.Batch)
-	published, err := pace(ctx, cfg, func(first, n int) error {
-		events = events[:0]
+	published, took, err := publishAll(ctx, cfg, func(first, n int) error {
+		events := make([]*event.Event, 0, n)
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
 			payload(p, i)
@@ -456,5 +627,7 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		return Side{}, err
 	}
 	drain(ctx, rec, published)
-	return rec.side(published, start), nil
+	side := rec.side(published, start)
+	side.PubMsgsPerS = float64(published) / took.Seconds()
+	return side, nil
 }

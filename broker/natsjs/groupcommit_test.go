@@ -1,0 +1,167 @@
+package natsjs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/brokertest"
+	"github.com/heraldhq/herald/broker/natsjs"
+)
+
+func TestConformanceGroupCommit(t *testing.T) {
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
+	brokertest.Run(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, natsjs.WithEmbedded(e))
+	}, brokertest.Features{})
+}
+
+// storedCount polls until the stream of topic holds want messages.
+func storedCount(t *testing.T, js jetstream.JetStream, topic string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var have uint64
+	for time.Now().Before(deadline) {
+		s, err := js.Stream(t.Context(), natsjs.StreamName(topic))
+		if err == nil {
+			info, err := s.Info(t.Context())
+			if err == nil {
+				if have = info.State.Msgs; have == want {
+					return
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("stream of %q holds %d messages after 20s, want %d", topic, have, want)
+}
+
+// TestGroupCommitConcurrentPublishers publishes from many goroutines at
+// once with Sync durability: every message is stored once, each
+// publisher's messages of a key keep their order, and the commits share
+// batches (the stream shows batch headers on stored messages).
+func TestGroupCommitConcurrentPublishers(t *testing.T) {
+	t.Parallel()
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
+	b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2}))
+	topic := "gc_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	const publishers, calls, perCall = 16, 20, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		wg.Go(func() {
+			for c := range calls {
+				msgs := make([]*broker.Message, perCall)
+				for i := range msgs {
+					n := c*perCall + i
+					msgs[i] = &broker.Message{Topic: topic, Route: "t.v1", Key: "p" + strconv.Itoa(p),
+						ID: fmt.Sprintf("%d-%d", p, n), Header: map[string]string{"ce-type": "t.v1"}, Data: []byte(strconv.Itoa(n))}
+				}
+				if err := b.Publish(t.Context(), msgs...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := publishers * calls * perCall
+	storedCount(t, b.JetStream(), topic, uint64(total))
+	stream, err := b.JetStream().Stream(t.Context(), natsjs.StreamName(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched := 0
+	for seq := uint64(1); seq <= uint64(total); seq++ {
+		raw, err := stream.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatalf("get message %d: %v", seq, err)
+		}
+		if raw.Header.Get("Nats-Batch-Id") != "" {
+			batched++
+		}
+	}
+	if batched == 0 {
+		t.Fatalf("none of %d messages published by %d concurrent publishers went in an atomic batch", total, publishers)
+	}
+	t.Logf("%d of %d messages committed in atomic batches", batched, total)
+
+	sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	next := map[string]int{}
+	for range total {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		d, err := sub.Next(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("waiting for the next of %d messages: %v", total, err)
+		}
+		m := d.Message()
+		n, _ := strconv.Atoi(string(m.Data))
+		if n != next[m.Key] {
+			t.Fatalf("key %s: got message %d, want %d (order broken)", m.Key, n, next[m.Key])
+		}
+		next[m.Key]++
+		for k := range m.Header {
+			if k != "ce-type" {
+				t.Fatalf("delivery carries header %q besides the message's own: %v", k, m.Header)
+			}
+		}
+		if err := d.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGroupCommitDuplicateFallsBack: a batch holding an id the stream
+// already stored is refused by the server as a whole; the committer sends
+// its messages one by one, so the new ones are stored and the duplicate
+// is confirmed without being stored twice.
+func TestGroupCommitDuplicateFallsBack(t *testing.T) {
+	t.Parallel()
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
+	b := newBroker(t, natsjs.WithEmbedded(e))
+	topic := "gcdup_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	msg := func(id string) *broker.Message {
+		return &broker.Message{Topic: topic, Route: "t.v1", ID: id, Data: []byte(id)}
+	}
+	if err := b.Publish(t.Context(), msg("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), msg("b"), msg("a"), msg("c"), msg("c")); err != nil {
+		t.Fatalf("publish with duplicates: %v", err)
+	}
+	storedCount(t, b.JetStream(), topic, 3)
+}
+
+// TestGroupCommitClose: Publish after Close fails with ErrClosed.
+func TestGroupCommitClose(t *testing.T) {
+	t.Parallel()
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
+	b := newBroker(t, natsjs.WithEmbedded(e))
+	topic := "gcclose_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	m := &broker.Message{Topic: topic, Route: "t.v1", ID: "x", Data: []byte("x")}
+	if err := b.Publish(t.Context(), m, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), m, m); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("publish after close: %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,87 @@
+package e2ebench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunCountsEveryEvent runs all three loops briefly with several
+// single-event publishers at a fixed rate: every published event must be
+// handled once on each side, and the figures must describe that run.
+func TestRunCountsEveryEvent(t *testing.T) {
+	res, err := Run(t.Context(), Config{Duration: 500 * time.Millisecond, Rate: 2000, Publishers: 8, Batch: 1, Keys: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		name string
+		side Side
+	}{{"plain", res.Plain}, {"raw", res.Raw}, {"herald", res.Herald}} {
+		if s.side.Published == 0 {
+			t.Errorf("%s: published nothing", s.name)
+		}
+		if s.side.Lost != 0 || s.side.Handled != s.side.Published {
+			t.Errorf("%s: published %d, handled %d, lost %d", s.name, s.side.Published, s.side.Handled, s.side.Lost)
+		}
+		if s.side.PubMsgsPerS <= 0 || s.side.MsgsPerS <= 0 || s.side.P99us <= 0 {
+			t.Errorf("%s: figures missing: %+v", s.name, s.side)
+		}
+	}
+	if res.PlainRatio != res.Herald.MsgsPerS/res.Plain.MsgsPerS || res.PubRatio != res.Herald.PubMsgsPerS/res.Plain.PubMsgsPerS {
+		t.Errorf("ratios %v %v do not match the sides %+v / %+v", res.PlainRatio, res.PubRatio, res.Herald, res.Plain)
+	}
+	if res.Publishers != 8 || res.Batch != 1 {
+		t.Errorf("result says publishers %d batch %d, want 8 and 1", res.Publishers, res.Batch)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"small size":          {Config{Size: 8}, "size 8"},
+		"negative rate":       {Config{Rate: -1}, "rate -1"},
+		"negative publishers": {Config{Publishers: -2}, "publishers -2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Run(t.Context(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPublishAllNumbersWithoutGaps checks that concurrent publishers hand
+// out every event number once.
+func TestPublishAllNumbersWithoutGaps(t *testing.T) {
+	cfg := Config{Duration: 50 * time.Millisecond, Publishers: 7, Batch: 3}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan int, 1<<20)
+	sent, _, err := publishAll(t.Context(), cfg, func(first, n int) error {
+		for i := first; i < first+n; i++ {
+			seen <- i
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(seen)
+	got := make([]bool, sent)
+	for i := range seen {
+		if i >= sent || got[i] {
+			t.Fatalf("event number %d out of range or twice (sent %d)", i, sent)
+		}
+		got[i] = true
+	}
+	for i, ok := range got {
+		if !ok {
+			t.Fatalf("event number %d never sent (sent %d)", i, sent)
+		}
+	}
+}
