@@ -135,7 +135,10 @@ func (b Binding) HeaderCount(e *Event) int {
 
 // Decode reads a binary-mode event from headers h and payload data. Headers
 // that are not CloudEvents attributes are ignored. data is referenced, not
-// copied. Every error wraps [ErrInvalid] and names the offending header.
+// copied. A message without attribute headers whose content type is
+// application/cloudevents+json is a structured-mode event: Decode reads it
+// from data with [UnmarshalJSON], as the protocol bindings require of
+// receivers. Every error wraps [ErrInvalid] and names the offending header.
 func (b Binding) Decode(h map[string]string, data []byte) (*Event, error) {
 	e := &Event{Data: data}
 	var spec string
@@ -181,6 +184,13 @@ func (b Binding) Decode(h map[string]string, data []byte) (*Event, error) {
 		}
 	}
 	if spec == "" {
+		if IsStructured(e.DataContentType) {
+			ev, err := UnmarshalJSON(data)
+			if err != nil {
+				return nil, fmt.Errorf("structured-mode message (content type %q): %w", e.DataContentType, err)
+			}
+			return ev, nil
+		}
 		return nil, fmt.Errorf("%w: no %q header: not a binary-mode CloudEvent", ErrInvalid, b.kSpec)
 	}
 	if spec != SpecVersion {

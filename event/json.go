@@ -14,6 +14,20 @@ import (
 // ContentTypeJSON is the media type of a structured-mode JSON CloudEvent.
 const ContentTypeJSON = "application/cloudevents+json"
 
+// IsStructured reports whether a message content type denotes a
+// structured-mode JSON CloudEvent (application/cloudevents+json, with or
+// without parameters such as charset).
+func IsStructured(ct string) bool {
+	if ct == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt = strings.ToLower(strings.TrimSpace(ct))
+	}
+	return mt == ContentTypeJSON
+}
+
 // IsJSONContentType reports whether a datacontenttype denotes JSON
 // ("application/json", "text/json" or any "+json" suffix). An empty type
 // counts as JSON, as the CloudEvents JSON format specifies.

@@ -137,7 +137,9 @@ func (c *config) baseOpts() []kgo.Opt {
 }
 
 func (c *config) producerOpts() []kgo.Opt {
+	codec, _ := c.compression.codec() // checked by validate
 	return append(c.baseOpts(),
+		kgo.ProducerBatchCompression(codec),
 		kgo.RecordPartitioner(keyPartitioner{}),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 	)

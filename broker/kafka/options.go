@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ type config struct {
 	txnID          string
 	logger         *slog.Logger
 	maxDelayed     int
+	compression    Compression
 }
 
 func defaultConfig() config {
@@ -35,6 +37,7 @@ func defaultConfig() config {
 		drain:          DefaultRebalanceDrain,
 		logger:         slog.Default(),
 		maxDelayed:     DefaultMaxDelayed,
+		compression:    DefaultCompression,
 	}
 }
 
@@ -118,7 +121,52 @@ func WithMaxDelayed(n int) Option {
 	return func(c *config) { c.maxDelayed = n }
 }
 
+// Compression is the codec produced record batches are compressed with.
+type Compression string
+
+// Compression codecs. Every Kafka client reads uncompressed and gzip
+// batches with nothing extra installed; snappy, lz4 and zstd need a codec
+// package in some clients (kafka-python: python-snappy, lz4, zstandard).
+const (
+	CompressionNone   Compression = "none"
+	CompressionGzip   Compression = "gzip"
+	CompressionSnappy Compression = "snappy"
+	CompressionLZ4    Compression = "lz4"
+	CompressionZstd   Compression = "zstd"
+)
+
+// DefaultCompression is none, as in Kafka's own producer: every consumer
+// reads Herald's records without an extra codec, and publishing spends no
+// CPU on compression. Choose gzip for smaller batches readable by every
+// client, or snappy, lz4 or zstd when every consumer has the codec.
+const DefaultCompression = CompressionNone
+
+// WithCompression sets the codec produced batches are compressed with.
+// Default DefaultCompression (none). In a URL: ?compression=gzip.
+func WithCompression(c Compression) Option {
+	return func(cfg *config) { cfg.compression = c }
+}
+
+func (c Compression) codec() (kgo.CompressionCodec, error) {
+	switch c {
+	case CompressionNone:
+		return kgo.NoCompression(), nil
+	case CompressionGzip:
+		return kgo.GzipCompression(), nil
+	case CompressionSnappy:
+		return kgo.SnappyCompression(), nil
+	case CompressionLZ4:
+		return kgo.Lz4Compression(), nil
+	case CompressionZstd:
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.CompressionCodec{}, fmt.Errorf("kafka: compression %q: want none, gzip, snappy, lz4 or zstd", string(c))
+}
+
 func (c *config) validate() error {
+	if _, err := c.compression.codec(); err != nil {
+		return err
+	}
 	if len(c.seeds) == 0 && len(c.clientOpts) == 0 {
 		return errors.New("kafka: no seed brokers: pass kafka.WithSeeds(\"host:9092\")")
 	}
@@ -146,14 +194,33 @@ const Scheme = "kafka"
 // DefaultPort is used for a seed given without a port.
 const DefaultPort = "9092"
 
-// ParseURL reads "kafka://host:port[,host:port...]" and returns the options
-// that select those seed brokers. A host without a port gets 9092. A path,
-// query, fragment or user info is rejected, so a typo is not silently
-// ignored.
+// ParseURL reads "kafka://host:port[,host:port...][?compression=codec]"
+// and returns the options that select those seed brokers (and the
+// compression, see WithCompression). A host without a port gets 9092. A
+// path, fragment, user info or another query parameter is rejected, so a
+// typo is not silently ignored.
 func ParseURL(s string) ([]Option, error) {
 	rest, ok := strings.CutPrefix(s, Scheme+"://")
 	if !ok {
 		return nil, fmt.Errorf("kafka: url %q: want kafka://host:port[,host:port]", s)
+	}
+	var opts []Option
+	if hosts, query, ok := strings.Cut(rest, "?"); ok {
+		rest = hosts
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: url %q: query: %w", s, err)
+		}
+		for k, v := range q {
+			if k != "compression" || len(v) != 1 {
+				return nil, fmt.Errorf("kafka: url %q: query parameter %q: only one compression=none|gzip|snappy|lz4|zstd is allowed", s, k)
+			}
+			c := Compression(v[0])
+			if _, err := c.codec(); err != nil {
+				return nil, fmt.Errorf("kafka: url %q: %w", s, err)
+			}
+			opts = append(opts, WithCompression(c))
+		}
 	}
 	if i := strings.IndexAny(rest, "/?#@"); i >= 0 {
 		return nil, fmt.Errorf("kafka: url %q: unexpected %q: only a comma-separated list of host:port is allowed", s, rest[i:i+1])
@@ -182,5 +249,5 @@ func ParseURL(s string) ([]Option, error) {
 		}
 		seeds = append(seeds, net.JoinHostPort(host, port))
 	}
-	return []Option{WithSeeds(seeds...)}, nil
+	return append(opts, WithSeeds(seeds...)), nil
 }

@@ -30,6 +30,10 @@ func TestParseURL(t *testing.T) {
 		{"bad port", "kafka://a:99999", true},
 		{"path", "kafka://a:9092/topic", true},
 		{"query", "kafka://a:9092?tls=1", true},
+		{"compression", "kafka://a:9092,b?compression=gzip", false},
+		{"bad compression", "kafka://a:9092?compression=brotli", true},
+		{"compression twice", "kafka://a:9092?compression=gzip&compression=lz4", true},
+		{"compression and more", "kafka://a:9092?compression=gzip&acks=1", true},
 		{"user", "kafka://u:p@a:9092", true},
 		{"bare ipv6", "kafka://::1", true},
 	}

@@ -579,6 +579,10 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 			m.Header[k] = x
 		case []byte:
 			m.Header[k] = string(x)
+		case time.Time:
+			// The AMQP binding lets senders give attributes native types;
+			// a timestamp becomes the RFC 3339 text the binary mode uses.
+			m.Header[k] = x.UTC().Format(time.RFC3339Nano)
 		default:
 			m.Header[k] = fmt.Sprint(x)
 		}
