@@ -135,6 +135,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	}
 	pos, err := ix.store.Positions(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: not a failure
+		}
 		return err
 	}
 	if pos == nil {
