@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"go.uber.org/goleak"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,11 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e })
+	// A Load that stops before the end of its fetch batch leaves nats.go's
+	// fetch goroutine waiting until the fetch's max wait (the store's
+	// timeout) runs out; it ends by itself then.
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e },
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*pullConsumer).fetch.func1"))
 }
 
 // newStore returns a store on a JetStream stream of its own, removed when
