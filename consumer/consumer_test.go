@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/broker"
@@ -378,12 +377,7 @@ func stores(t *testing.T) map[string]func(t *testing.T) idempotency.Store {
 			return s
 		},
 		"postgres": func(t *testing.T) idempotency.Store {
-			testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-			pool, err := pgxpool.New(t.Context(), testenv.PostgresURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := testenv.PGPool(t, 0)
 			table := strings.ReplaceAll(unique("inbox"), "-", "_")
 			s, err := pgstore.New(t.Context(), pool, pgstore.WithTable(table), pgstore.WithMigrate())
 			if err != nil {

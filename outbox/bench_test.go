@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/outbox"
 )
 
@@ -26,9 +27,9 @@ func benchEvents(n int) []*event.Event {
 func BenchmarkRelay(b *testing.B) {
 	const batch = 500
 	b.Run("relay", func(b *testing.B) {
-		p := pgPool(b, 8)
+		p := testenv.PGPool(b, 8)
 		o := newOutbox(b, p, outbox.WithoutNotify())
-		topic := uniqueName("outbox_bench_")
+		topic := testenv.SQLName("outbox_bench_")
 		c, _ := natsClient(b, topic)
 		r, err := outbox.NewRelay(b.Context(), p, c, outbox.WithOutbox(o), outbox.WithBatch(batch))
 		if err != nil {
@@ -53,7 +54,7 @@ func BenchmarkRelay(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	})
 	b.Run("raw-publish", func(b *testing.B) {
-		topic := uniqueName("outbox_bench_")
+		topic := testenv.SQLName("outbox_bench_")
 		c, _ := natsClient(b, topic)
 		es := benchEvents(b.N)
 		b.ResetTimer()
@@ -66,7 +67,7 @@ func BenchmarkRelay(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	})
 	b.Run("add", func(b *testing.B) {
-		p := pgPool(b, 8)
+		p := testenv.PGPool(b, 8)
 		o := newOutbox(b, p)
 		es := benchEvents(b.N)
 		b.ResetTimer()

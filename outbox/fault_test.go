@@ -73,20 +73,20 @@ func runRelayChild() int {
 // faultEvents events: every event reaches the stream once, in per-key
 // order, and a consumer with the inbox applies each once.
 func TestRelaySIGKILL(t *testing.T) {
-	p := pgPool(t, 12)
+	p := testenv.PGPool(t, 12)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_fault_")
+	topic := testenv.SQLName("outbox_fault_")
 	c, b := natsClient(t, topic)
 	ctx := t.Context()
 	if err := b.EnsureTopic(ctx, topic, broker.TopicConfig{DedupWindow: 10 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	applied := uniqueName("outbox_applied_")
+	applied := testenv.SQLName("outbox_applied_")
 	if _, err := p.Exec(ctx, "CREATE TABLE "+applied+" (event_id text NOT NULL, key text NOT NULL, seq bigint NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = p.Exec(context.Background(), "DROP TABLE IF EXISTS "+applied) })
-	inboxTable := uniqueName("outbox_inbox_")
+	inboxTable := testenv.SQLName("outbox_inbox_")
 	t.Cleanup(func() { _, _ = p.Exec(context.Background(), "DROP TABLE IF EXISTS "+inboxTable) })
 	inbox, err := pgstore.New(ctx, p, pgstore.WithTable(inboxTable), pgstore.WithMigrate())
 	if err != nil {

@@ -24,8 +24,8 @@ import (
 // the example's "charges", are the test's own.
 func schemaPool(t testing.TB, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	admin := pgPool(t, 2)
-	schema := uniqueName("outbox_it_")
+	admin := testenv.PGPool(t, 2)
+	schema := testenv.SQLName("outbox_it_")
 	if _, err := admin.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestInboxWithOutboxExactlyOnceEffects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orders, payments := uniqueName("orders_"), uniqueName("payments_")
+	orders, payments := testenv.SQLName("orders_"), testenv.SQLName("payments_")
 	b, err := natsjs.New(ctx, natsjs.WithEmbedded(emb))
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -34,30 +33,10 @@ func TestMain(m *testing.M) {
 	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{Addr: "127.0.0.1:0"}, func(e *natsjs.Embedded) { emb = e })
 }
 
-// pgPool connects to the local PostgreSQL, skipping (or failing in CI)
-// when it is unreachable.
-func pgPool(t testing.TB, maxConns int32) *pgxpool.Pool {
-	t.Helper()
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL)
-	if err != nil {
-		t.Fatalf("parse %s: %v", testenv.PostgresURL, err)
-	}
-	cfg.MaxConns = maxConns
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", testenv.PostgresURL, err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
-
-func uniqueName(prefix string) string { return prefix + strings.ToLower(rand.Text()) }
-
 // newOutbox creates a fresh outbox table, dropped after the test.
 func newOutbox(t testing.TB, p *pgxpool.Pool, opts ...outbox.Option) *outbox.Outbox {
 	t.Helper()
-	table := uniqueName("outbox_test_")
+	table := testenv.SQLName("outbox_test_")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -159,7 +138,7 @@ func ids(es []*event.Event) []string {
 }
 
 func TestNewAndAddErrors(t *testing.T) {
-	p := pgPool(t, 4)
+	p := testenv.PGPool(t, 4)
 	o := newOutbox(t, p)
 	for name, tc := range map[string]struct {
 		opts []outbox.Option
@@ -167,7 +146,7 @@ func TestNewAndAddErrors(t *testing.T) {
 	}{
 		"bad table":     {[]outbox.Option{outbox.WithTable("no spaces")}, "must be a letter or underscore"},
 		"three parts":   {[]outbox.Option{outbox.WithTable("a.b.c")}, "want name or schema.name"},
-		"missing table": {[]outbox.Option{outbox.WithTable(uniqueName("missing_"))}, "does not exist"},
+		"missing table": {[]outbox.Option{outbox.WithTable(testenv.SQLName("missing_"))}, "does not exist"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := outbox.New(t.Context(), p, tc.opts...); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -208,9 +187,9 @@ func TestNewAndAddErrors(t *testing.T) {
 }
 
 func TestRelayPublishesCommittedEventsOnly(t *testing.T) {
-	p := pgPool(t, 4)
+	p := testenv.PGPool(t, 4)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
 
 	kept := []*event.Event{newEvent("a", 1), newEvent("b", 1), newEvent("a", 2)}
@@ -263,9 +242,9 @@ func rowID(t testing.TB, tx pgx.Tx, o *outbox.Outbox) int64 {
 // A transaction that took its row id first but commits last is not
 // skipped: the relay keeps no cursor.
 func TestOutOfOrderCommitsAreNotSkipped(t *testing.T) {
-	p := pgPool(t, 6)
+	p := testenv.PGPool(t, 6)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
 	r, err := outbox.NewRelay(t.Context(), p, c, outbox.WithOutbox(o))
 	if err != nil {
@@ -313,9 +292,9 @@ func TestOutOfOrderCommitsAreNotSkipped(t *testing.T) {
 // A second transaction adding an event of a key another open transaction
 // holds waits for it, so the key's events stay in commit order.
 func TestSameKeyTransactionsAreSerialised(t *testing.T) {
-	p := pgPool(t, 6)
+	p := testenv.PGPool(t, 6)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
 
 	first, second := newEvent("k", 1), newEvent("k", 2)
@@ -377,9 +356,9 @@ func (l *lossyPublisher) Publish(ctx context.Context, events ...*event.Event) er
 }
 
 func TestRepublishIsDeduplicated(t *testing.T) {
-	p := pgPool(t, 4)
+	p := testenv.PGPool(t, 4)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
 	lp := &lossyPublisher{Publisher: c}
 	lp.fail.Store(2)
@@ -428,11 +407,11 @@ func counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
 // Two relays on one table while four writers add events of shared keys:
 // the stream holds every event once, each key's in commit order.
 func TestTwoRelays(t *testing.T) {
-	p := pgPool(t, 16)
+	p := testenv.PGPool(t, 16)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
-	seqTable := uniqueName("outbox_seq_")
+	seqTable := testenv.SQLName("outbox_seq_")
 	if _, err := p.Exec(t.Context(), "CREATE TABLE "+seqTable+" (key text PRIMARY KEY, n bigint NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
@@ -513,9 +492,9 @@ func (c *countingPublisher) Publish(ctx context.Context, events ...*event.Event)
 
 // The relay wakes on NOTIFY well before its poll interval.
 func TestRelayWakesOnNotify(t *testing.T) {
-	p := pgPool(t, 4)
+	p := testenv.PGPool(t, 4)
 	o := newOutbox(t, p)
-	topic := uniqueName("outbox_")
+	topic := testenv.SQLName("outbox_")
 	c, b := natsClient(t, topic)
 	r, err := outbox.NewRelay(t.Context(), p, c, outbox.WithOutbox(o), outbox.WithPollInterval(time.Hour))
 	if err != nil {

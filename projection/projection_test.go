@@ -23,22 +23,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func pool(t testing.TB) *pgxpool.Pool {
-	t.Helper()
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 8
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
-
 // summary is the order-summary read model: events per type.
 func summary(t *testing.T, p *pgxpool.Pool, s eventstore.Store) *projection.Projector {
 	t.Helper()
@@ -113,7 +97,7 @@ func want(t *testing.T, s eventstore.Store) map[string]int64 {
 }
 
 func TestCatchUpAndCheckpoint(t *testing.T) {
-	p := pool(t)
+	p := testenv.PGPool(t, 8)
 	s := memory.New()
 	fill(t, s, 2500)
 	pr := summary(t, p, s)
@@ -138,7 +122,7 @@ func TestCatchUpAndCheckpoint(t *testing.T) {
 // events arrive and queries run: the rebuilt model matches the events,
 // and no query fails.
 func TestRebuildWhileServing(t *testing.T) {
-	p := pool(t)
+	p := testenv.PGPool(t, 8)
 	s := memory.New()
 	fill(t, s, rebuildEvents)
 	pr := summary(t, p, s)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/internal/testenv"
@@ -17,12 +16,7 @@ import (
 
 func pgStore(t testing.TB) *saga.PGStore {
 	t.Helper()
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	pool, err := pgxpool.New(context.Background(), testenv.PostgresURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PGPool(t, 0)
 	table := unique("saga_test_")
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())

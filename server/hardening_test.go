@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestStoreEncryptedAtRest: with a store key, no event payload or schema
@@ -30,7 +31,7 @@ func TestStoreEncryptedAtRest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			srv := startServer(t, server.Config{DataDir: dir, StoreKey: tc.key})
+			srv := servertest.Start(t, server.Config{DataDir: dir, StoreKey: tc.key})
 			secret := "card-4111-1111-1111-1111"
 			if err := srv.Broker().Publish(t.Context(), &broker.Message{Topic: "secrets", Route: "x.v1", Data: []byte(secret)}); err != nil {
 				t.Fatal(err)
@@ -67,12 +68,12 @@ func TestStoreEncryptedAtRest(t *testing.T) {
 	// wrong key does not start.
 	dir := t.TempDir()
 	key := "0123456789abcdef0123456789abcdef"
-	srv := startServer(t, server.Config{DataDir: dir, StoreKey: key})
+	srv := servertest.Start(t, server.Config{DataDir: dir, StoreKey: key})
 	if err := srv.Broker().Publish(t.Context(), &broker.Message{Topic: "kept", Route: "x.v1", Data: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
 	_ = srv.Shutdown(t.Context())
-	srv = startServer(t, server.Config{DataDir: dir, StoreKey: key})
+	srv = servertest.Start(t, server.Config{DataDir: dir, StoreKey: key})
 	st, err := srv.Broker().JetStream().Stream(t.Context(), "kept")
 	if err != nil || st.CachedInfo().State.Msgs != 1 {
 		t.Fatalf("after restart with the key: %v", err)
@@ -84,7 +85,7 @@ func TestStoreEncryptedAtRest(t *testing.T) {
 // read timeouts pass, on both HTTP listeners.
 func TestSlowClientsAreCut(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{HTTPTimeouts: server.HTTPTimeouts{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond}})
+	srv := servertest.Start(t, server.Config{HTTPTimeouts: server.HTTPTimeouts{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond}})
 	for _, base := range []string{srv.AdminURL(), srv.RegistryURL()} {
 		addr := strings.TrimPrefix(base, "http://")
 		for name, send := range map[string]string{
@@ -122,7 +123,7 @@ func TestSlowClientsAreCut(t *testing.T) {
 // pass.
 func TestHostAndCrossSiteChecks(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	for _, tc := range []struct {
 		name, method, path string
 		hdr                map[string]string

@@ -3,8 +3,6 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,39 +24,11 @@ import (
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.NATSLeaks()...)
-}
-
-func startServer(t testing.TB, cfg server.Config) *server.Server {
-	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // eventually polls cond every 20ms until it holds or timeout passes; what
@@ -112,14 +82,14 @@ func gauge(t *testing.T, adminURL, series string) (float64, bool) {
 // through, each is handled once, and the depth goes back to 0.
 func TestDeadLetterRedriveEndToEnd(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	ctx := t.Context()
 	c, err := herald.Connect(ctx, herald.Config{URL: srv.NATSURL(), Source: "e2e"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	const n = 25
 	var (
 		broken  atomic.Bool
@@ -260,7 +230,7 @@ func TestDeadLetterRedriveEndToEnd(t *testing.T) {
 func TestAuditInPostgres(t *testing.T) {
 	t.Parallel()
 	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	schema := strings.ReplaceAll(unique("audit_srv"), "-", "_")
+	schema := strings.ReplaceAll(testenv.Unique("audit_srv"), "-", "_")
 	t.Cleanup(func() {
 		conn, err := pgx.Connect(context.Background(), testenv.PostgresURL)
 		if err != nil {
@@ -272,15 +242,15 @@ func TestAuditInPostgres(t *testing.T) {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	srv := startServer(t, server.Config{Audit: server.AuditConfig{Store: server.AuditPostgres, PostgresURL: testenv.PostgresURL, PostgresSchema: schema}})
+	srv := servertest.Start(t, server.Config{Audit: server.AuditConfig{Store: server.AuditPostgres, PostgresURL: testenv.PostgresURL, PostgresSchema: schema}})
 	ctx := t.Context()
 	c, err := herald.Connect(ctx, herald.Config{URL: srv.NATSURL(), Source: "pg"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	topic := unique("pg")
-	corr := unique("corr")
+	topic := testenv.Unique("pg")
+	corr := testenv.Unique("corr")
 	var prev *event.Event
 	for i := range 5 {
 		e := event.New("pg", "pg.step.v1", []byte(fmt.Sprintf(`{"i":%d}`, i)))

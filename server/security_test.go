@@ -28,6 +28,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/auth"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // secureServer starts a server with TLS (a throwaway CA) and auth on.
@@ -42,7 +43,7 @@ func secureServer(t testing.TB, mtls bool) (*server.Server, auth.DevTLS) {
 	if mtls {
 		files.ClientCAFile = dev.CAFile
 	}
-	srv := startServer(t, server.Config{DataDir: filepath.Join(dir, "data"), TLS: files, Auth: true})
+	srv := servertest.Start(t, server.Config{DataDir: filepath.Join(dir, "data"), TLS: files, Auth: true})
 	return srv, dev
 }
 

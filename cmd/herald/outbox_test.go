@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/internal/testenv"
@@ -16,12 +15,7 @@ import (
 )
 
 func TestOutboxStatus(t *testing.T) {
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	pool, err := pgxpool.New(t.Context(), testenv.PostgresURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PGPool(t, 0)
 	table := "outbox_cli_" + strings.ToLower(rand.Text())
 	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
 	o, err := outbox.New(t.Context(), pool, outbox.WithTable(table), outbox.WithMigrate())

@@ -23,22 +23,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func pool(t testing.TB, maxConns int32) *pgxpool.Pool {
-	t.Helper()
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL)
-	if err != nil {
-		t.Fatalf("parse %s: %v", testenv.PostgresURL, err)
-	}
-	cfg.MaxConns = maxConns
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", testenv.PostgresURL, err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
-
 // newStore returns a store on fresh tables, dropped when the test ends.
 func newStore(t testing.TB, p *pgxpool.Pool) *postgres.Store {
 	t.Helper()
@@ -60,12 +44,12 @@ func newStore(t testing.TB, p *pgxpool.Pool) *postgres.Store {
 }
 
 func TestConformance(t *testing.T) {
-	p := pool(t, 16)
+	p := testenv.PGPool(t, 16)
 	storetest.Run(t, func(t *testing.T) eventstore.Store { return newStore(t, p) })
 }
 
 func TestNewChecks(t *testing.T) {
-	p := pool(t, 2)
+	p := testenv.PGPool(t, 2)
 	if _, err := postgres.New(t.Context(), p, postgres.WithPrefix("bad-prefix")); err == nil {
 		t.Error("a prefix with a dash was accepted")
 	}
@@ -81,7 +65,7 @@ func TestNewChecks(t *testing.T) {
 // TestHorizonWaitsForOpenAppend holds an append open at an early position
 // while a later one commits: ReadAll must not get past the open one.
 func TestHorizonWaitsForOpenAppend(t *testing.T) {
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ctx := t.Context()
 	slow, err := p.Begin(ctx)
@@ -124,7 +108,7 @@ func TestHorizonWaitsForOpenAppend(t *testing.T) {
 // checkpoint over and over: it must see every committed event once, in
 // increasing positions.
 func TestCheckpointedReaderMissesNothing(t *testing.T) {
-	p := pool(t, 16)
+	p := testenv.PGPool(t, 16)
 	s := newStore(t, p)
 	ctx := t.Context()
 	const writers, appends = 6, 25
@@ -240,7 +224,7 @@ func TestCheckpointedReaderMissesNothing(t *testing.T) {
 // TestAppendTxRollsBack checks that events appended in a rolled-back
 // transaction leave no trace.
 func TestAppendTxRollsBack(t *testing.T) {
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ctx := t.Context()
 	err := pgx.BeginFunc(ctx, p, func(tx pgx.Tx) error {

@@ -5,8 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/gateway"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 func nodeBin(t *testing.T) string {
@@ -37,31 +36,13 @@ func nodeBin(t *testing.T) string {
 	return p
 }
 
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
-
 // The Node order producer publishes over HTTP; Herald pushes each order to
 // the Node payment webhook, which verifies the signature and publishes a
 // payment over HTTP; a Go consumer gets a payment per order.
 func TestOrderProducerAndPaymentWebhook(t *testing.T) {
 	node := nodeBin(t)
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), NATSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		RegistryAddr: "127.0.0.1:0", Audit: server.AuditConfig{Store: server.AuditOff}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	orders, payments := unique("orders"), unique("payments")
+	srv := servertest.Start(t, server.Config{Audit: server.AuditConfig{Store: server.AuditOff}})
+	orders, payments := testenv.Unique("orders"), testenv.Unique("payments")
 	for _, topic := range []string{orders, payments} {
 		if err := srv.Broker().EnsureTopic(t.Context(), topic, broker.TopicConfig{}); err != nil {
 			t.Fatal(err)
@@ -108,7 +89,7 @@ func TestOrderProducerAndPaymentWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.Create(t.Context(), gateway.Subscription{Group: unique("payments-node"), Topic: orders,
+	if _, err := api.Create(t.Context(), gateway.Subscription{Group: testenv.Unique("payments-node"), Topic: orders,
 		Push: "http://127.0.0.1:" + port + "/", Secret: secret, Start: "first"}); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +100,7 @@ func TestOrderProducerAndPaymentWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r, err := c.Router(unique("go"), []string{payments}, consumer.WithStart(broker.FromFirst))
+	r, err := c.Router(testenv.Unique("go"), []string{payments}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
 	}

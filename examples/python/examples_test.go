@@ -4,8 +4,6 @@ package python
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,24 +18,12 @@ import (
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), NATSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		RegistryAddr: "127.0.0.1:0", Audit: server.AuditConfig{Store: server.AuditOff}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv
+	return servertest.Start(t, server.Config{Audit: server.AuditConfig{Store: server.AuditOff}})
 }
 
 func python(t *testing.T) string {
@@ -67,12 +53,6 @@ func run(t *testing.T, srv *server.Server, script string, args ...string) string
 	return string(bytes.TrimSpace(out.Bytes()))
 }
 
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
-
 // collect runs a Go consumer group on topic and returns what it got so far.
 func collect(t *testing.T, srv *server.Server, topic string) func() map[string]*event.Event {
 	t.Helper()
@@ -81,7 +61,7 @@ func collect(t *testing.T, srv *server.Server, topic string) func() map[string]*
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	r, err := c.Router(unique("go"), []string{topic}, consumer.WithStart(broker.FromFirst))
+	r, err := c.Router(testenv.Unique("go"), []string{topic}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +106,7 @@ func TestOrderProducer(t *testing.T) {
 	t.Parallel()
 	python(t)
 	srv := startServer(t)
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	out := run(t, srv, "order_producer.py", "--topic", topic, "--count", "1000", "--batch", "100")
 	var res struct{ Published int }
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Published != 1000 {
@@ -154,7 +134,7 @@ func TestPaymentConsumer(t *testing.T) {
 	t.Parallel()
 	python(t)
 	srv := startServer(t)
-	orders, payments := unique("orders"), unique("payments")
+	orders, payments := testenv.Unique("orders"), testenv.Unique("payments")
 	if err := srv.Broker().EnsureTopic(t.Context(), orders, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +157,7 @@ func TestPaymentConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out := run(t, srv, "payment_consumer.py", "--orders", orders, "--payments", payments, "--group", unique("pay"), "--count", fmt.Sprint(n))
+	out := run(t, srv, "payment_consumer.py", "--orders", orders, "--payments", payments, "--group", testenv.Unique("pay"), "--count", fmt.Sprint(n))
 	if out != fmt.Sprintf(`{"handled": %d}`, n) {
 		t.Fatalf("consumer printed %q", out)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -16,7 +17,7 @@ import (
 // form. The raw baseline is the same two writes through pgx: an INSERT
 // ... ON CONFLICT DO NOTHING, then an UPDATE.
 func BenchmarkClaimComplete(b *testing.B) {
-	p := pool(b, 8)
+	p := testenv.PGPool(b, 8)
 	s := newStore(b, p)
 	table := pgx.Identifier{s.Table()}.Sanitize()
 	insert := "INSERT INTO " + table + " (key, state, expires_at) VALUES ($1, 'claimed', now() + interval '1 minute') ON CONFLICT (key) DO NOTHING"

@@ -2,7 +2,6 @@ package pgstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -25,48 +24,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// pool connects to the local PostgreSQL (skipping, or failing in CI, when
-// it is unreachable) with at most maxConns connections.
-func pool(t testing.TB, maxConns int32) *pgxpool.Pool {
-	t.Helper()
-	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL)
-	if err != nil {
-		t.Fatalf("parse %s: %v", testenv.PostgresURL, err)
-	}
-	cfg.MaxConns = maxConns
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", testenv.PostgresURL, err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
-
-// uniqueName returns a lower-case SQL name no other test uses.
-func uniqueName(prefix string) string { return prefix + strings.ToLower(rand.Text()) }
-
-// dropAfter drops the table (or schema, with CASCADE) when the test ends.
-func dropAfter(t testing.TB, p *pgxpool.Pool, kind, name string) {
-	t.Helper()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		q := fmt.Sprintf("DROP %s IF EXISTS %s", kind, pgx.Identifier(strings.Split(name, ".")).Sanitize())
-		if kind == "SCHEMA" {
-			q += " CASCADE"
-		}
-		if _, err := p.Exec(ctx, q); err != nil {
-			t.Errorf("%s: %v", q, err)
-		}
-	})
-}
-
 // newStore returns a store on a fresh inbox table dropped after the test.
 func newStore(t testing.TB, p *pgxpool.Pool) *pgstore.Store {
 	t.Helper()
-	table := uniqueName("idem_test_")
-	dropAfter(t, p, "TABLE", table)
+	table := testenv.SQLName("idem_test_")
+	testenv.DropAfter(t, p, "TABLE", table)
 	s, err := pgstore.New(t.Context(), p, pgstore.WithTable(table), pgstore.WithMigrate())
 	if err != nil {
 		t.Fatalf("new store on table %q: %v", table, err)
@@ -85,7 +47,7 @@ func sibling(t testing.TB, p *pgxpool.Pool, s *pgstore.Store) *pgstore.Store {
 }
 
 func TestConformance(t *testing.T) {
-	p := pool(t, 8)
+	p := testenv.PGPool(t, 8)
 	first := newStore(t, p)
 	storetest.Run(t, func(t *testing.T) idempotency.Store { return sibling(t, p, first) })
 }
@@ -94,8 +56,8 @@ func TestConformance(t *testing.T) {
 // the inbox row.
 func orders(t *testing.T, p *pgxpool.Pool) string {
 	t.Helper()
-	name := uniqueName("idem_test_orders_")
-	dropAfter(t, p, "TABLE", name)
+	name := testenv.SQLName("idem_test_orders_")
+	testenv.DropAfter(t, p, "TABLE", name)
 	if _, err := p.Exec(t.Context(), "CREATE TABLE "+name+" (id text PRIMARY KEY, n int NOT NULL DEFAULT 0)"); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +74,7 @@ func count(t *testing.T, p *pgxpool.Pool, table string) (rows, sum int) {
 
 func TestCompleteTx(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ord := orders(t, p)
 	tests := []struct {
@@ -127,7 +89,7 @@ func TestCompleteTx(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
-			key := uniqueName("order-created/")
+			key := testenv.SQLName("order-created/")
 			tx, err := p.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -163,7 +125,7 @@ func TestCompleteTx(t *testing.T) {
 
 func TestOnceRunsOnce(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 8)
+	p := testenv.PGPool(t, 8)
 	s := newStore(t, p)
 	tests := []struct {
 		name  string
@@ -185,7 +147,7 @@ func TestOnceRunsOnce(t *testing.T) {
 			t.Parallel()
 			ord := orders(t, p)
 			ctx := t.Context()
-			key := uniqueName("payments/")
+			key := testenv.SQLName("payments/")
 			if err := tc.setup(ctx, key); err != nil {
 				t.Fatalf("setup: %v", err)
 			}
@@ -233,7 +195,7 @@ func TestOnceRunsOnce(t *testing.T) {
 
 func TestOnceFailureRollsBack(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ord := orders(t, p)
 	ctx := t.Context()
@@ -286,7 +248,7 @@ func TestOnceFailureRollsBack(t *testing.T) {
 
 func TestOnceAfterTTL(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ctx := t.Context()
 	key := "short-lived"
@@ -318,7 +280,7 @@ func TestOnceAfterTTL(t *testing.T) {
 // instance is recognised as a duplicate.
 func TestConsumerFlow(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	runtime := newStore(t, p)
 	handler := sibling(t, p, runtime)
 	other := sibling(t, p, runtime)
@@ -347,7 +309,7 @@ func TestConsumerFlow(t *testing.T) {
 
 func TestPurge(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 4)
+	p := testenv.PGPool(t, 4)
 	s := newStore(t, p)
 	ctx := t.Context()
 	for i := range 5 {
@@ -395,11 +357,11 @@ func TestPurge(t *testing.T) {
 
 func TestMigrate(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 8)
+	p := testenv.PGPool(t, 8)
 	ctx := t.Context()
 
-	table := uniqueName("idem_test_")
-	dropAfter(t, p, "TABLE", table)
+	table := testenv.SQLName("idem_test_")
+	testenv.DropAfter(t, p, "TABLE", table)
 	if _, err := pgstore.New(ctx, p, pgstore.WithTable(table)); err == nil || !strings.Contains(err.Error(), "Migrate") {
 		t.Fatalf("New on a missing table: got %v, want an error naming Migrate", err)
 	}
@@ -424,8 +386,8 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("migrate an existing table: %v", err)
 	}
 
-	schema := uniqueName("idem_test_schema_")
-	dropAfter(t, p, "SCHEMA", schema)
+	schema := testenv.SQLName("idem_test_schema_")
+	testenv.DropAfter(t, p, "SCHEMA", schema)
 	if _, err := p.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +406,7 @@ func TestMigrate(t *testing.T) {
 
 func TestNewInvalid(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 2)
+	p := testenv.PGPool(t, 2)
 	tests := []struct {
 		name  string
 		pool  *pgxpool.Pool
@@ -471,7 +433,7 @@ func TestNewInvalid(t *testing.T) {
 
 func TestKeysPostgresCannotHold(t *testing.T) {
 	t.Parallel()
-	p := pool(t, 2)
+	p := testenv.PGPool(t, 2)
 	s := newStore(t, p)
 	ctx := t.Context()
 	tests := []struct {

@@ -5,6 +5,8 @@
 package testenv
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"net"
 	"net/url"
 	"os"
@@ -57,4 +59,12 @@ func HostPort(rawURL string) string {
 		return rawURL
 	}
 	return u.Host
+}
+
+// Unique returns prefix, a dash and eight random hex digits: a name for a
+// topic, group or stream that no other test uses.
+func Unique(prefix string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
 }

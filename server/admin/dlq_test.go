@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // failingGroup dead-letters every event of topic through a real router:
@@ -49,7 +50,7 @@ func TestDeadLetters(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	e.dropTopic(t, topic)
 	as := e.publishEvents(t, topic, "shop.a.v1", 6, 3)
 	bs := e.publishEvents(t, topic, "shop.b.v1", 4, 4)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // TestRedriveRefusesForgedOrigin: a dead letter whose Herald-Original-Topic
@@ -18,7 +19,7 @@ func TestRedriveRefusesForgedOrigin(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic, victim := unique("forge"), unique("victim")
+	topic, victim := testenv.Unique("forge"), testenv.Unique("victim")
 	e.dropTopic(t, topic)
 	e.dropTopic(t, victim)
 	e.publishEvents(t, victim, "v.v1", 1, 1)
@@ -53,7 +54,7 @@ func TestRedriveRefusesForgedOrigin(t *testing.T) {
 func TestAdminBodyLimitsAndTypes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	topic := unique("limits")
+	topic := testenv.Unique("limits")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 1, 1)
 	dl := &broker.Message{Topic: topic + ".dlq", Route: "t.v1", ID: "dl-1", Data: []byte(`{}`),

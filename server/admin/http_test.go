@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server/audit"
 )
 
 func TestHandlerErrors(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	topic := unique("http")
+	topic := testenv.Unique("http")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 1, 1)
 	srv := httptest.NewServer(Handler(e.svc, nil))
@@ -42,7 +43,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"bad regexp", "POST", "/api/v1/dlq/redrive", `{"filter":"error~=(("}`, 400, "missing closing"},
 		{"bad id", "POST", "/api/v1/dlq/redrive", `{"ids":["orders"]}`, 400, "TOPIC:SEQ"},
 		{"negative limit", "POST", "/api/v1/dlq/redrive", `{"limit":-1}`, 400, "negative"},
-		{"redrive of unknown topic", "POST", "/api/v1/dlq/redrive", `{"topic":"` + unique("none") + `"}`, 404, "not found"},
+		{"redrive of unknown topic", "POST", "/api/v1/dlq/redrive", `{"topic":"` + testenv.Unique("none") + `"}`, 404, "not found"},
 		{"purge unconfirmed", "DELETE", "/api/v1/dlq/" + topic + "?confirm=nope", "", 400, "confirm"},
 		{"purge unknown", "DELETE", "/api/v1/dlq/nothing-here?confirm=nothing-here", "", 404, "not found"},
 		{"bad topic name", "GET", "/api/v1/dlq/bad%20topic", "", 400, "topic name"},
@@ -51,7 +52,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"bad limit", "GET", "/api/v1/dlq/" + topic + "?limit=0", "", 400, "limit"},
 		{"bad after", "GET", "/api/v1/dlq/" + topic + "?after=x", "", 400, "after"},
 		{"entries before any dead letter", "GET", "/api/v1/dlq/" + topic, "", 200, `"entries":[]`},
-		{"entries of an unknown topic", "GET", "/api/v1/dlq/" + unique("none"), "", 404, "not found"},
+		{"entries of an unknown topic", "GET", "/api/v1/dlq/" + testenv.Unique("none"), "", 404, "not found"},
 		{"purge before any dead letter", "DELETE", "/api/v1/dlq/" + topic + "?confirm=" + topic, "", 200, `"purged":0`},
 		{"redrive before any dead letter", "POST", "/api/v1/dlq/redrive", `{"topic":"` + topic + `"}`, 200, `"matched":0`},
 		{"replay nothing", "POST", "/api/v1/replay", `{}`, 400, "give group and to"},
@@ -60,7 +61,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"replay mixed", "POST", "/api/v1/replay", `{"group":"g","into_group":"h","topic":"t","from":"first"}`, 400, "not with group"},
 		{"replay into without from", "POST", "/api/v1/replay", `{"into_group":"x","topic":"t"}`, 400, "required"},
 		{"replay unknown group", "POST", "/api/v1/replay", `{"group":"nobody","to":"first"}`, 404, "no consumers"},
-		{"replay into unknown topic", "POST", "/api/v1/replay", `{"into_group":"x","topic":"` + unique("none") + `","from":"first"}`, 404, "not found"},
+		{"replay into unknown topic", "POST", "/api/v1/replay", `{"into_group":"x","topic":"` + testenv.Unique("none") + `","from":"first"}`, 404, "not found"},
 		{"retention nothing", "PUT", "/api/v1/topics/" + topic + "/retention", `{}`, 400, "at least one"},
 		{"retention bad age", "PUT", "/api/v1/topics/" + topic + "/retention", `{"max_age":"soon"}`, 400, "max-age"},
 		{"retention bad topic", "PUT", "/api/v1/topics/bad%20name/retention", `{"max_age":"1h"}`, 400, "topic name"},

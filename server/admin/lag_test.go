@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 func TestLag(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("lag")
+	topic := testenv.Unique("lag")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 5, 5)
 	if err := e.b.Publish(ctx, &broker.Message{Topic: topic + ".dlq", Route: "t.v1", Data: []byte("{}")}); err != nil {
@@ -170,7 +171,7 @@ func TestRetention(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("retention")
+	topic := testenv.Unique("retention")
 	e.dropTopic(t, topic)
 	r, err := RetentionRequest{MaxAge: "3d"}.Parse()
 	if err != nil {
@@ -296,7 +297,7 @@ func TestScansPassOverDeletedTopics(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("vanish")
+	topic := testenv.Unique("vanish")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 2, 1)
 	ts, _, err := e.svc.topic(ctx, topic)

@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"sync"
@@ -43,12 +41,6 @@ func newEnv(t testing.TB, opts ...natsjs.Option) *env {
 		t.Fatal(err)
 	}
 	return &env{b: b, svc: svc}
-}
-
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // dropTopic deletes topic's stream (and its dead-letter topic's) at cleanup.

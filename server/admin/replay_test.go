@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 func seqRange(from, to uint64) []uint64 {
@@ -44,11 +45,11 @@ func TestRewindByTime(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := t.Context()
-			topic := unique("rewind")
+			topic := testenv.Unique("rewind")
 			e.dropTopic(t, topic)
 			e.publishEvents(t, topic, "t.v1", 5, 3)
 			e.publishEvents(t, topic, "t.v1", 5, 3)
-			g := unique("g")
+			g := testenv.Unique("g")
 			rec := e.runGroup(t, topic, g, consumer.WithStart(broker.FromFirst), consumer.WithKeyOrder(keyOrder))
 			if got := sorted(rec.waitCount(t, 10)); !slices.Equal(got, seqRange(1, 10)) {
 				t.Fatalf("handled %v", got)
@@ -100,10 +101,10 @@ func TestRewindGroupCreatedAtNew(t *testing.T) {
 func testRewindGroupCreatedAtNew(t *testing.T, keyOrder bool) {
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("rewind-new")
+	topic := testenv.Unique("rewind-new")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 3, 3)
-	g := unique("g")
+	g := testenv.Unique("g")
 	rec := e.runGroup(t, topic, g, consumer.WithKeyOrder(keyOrder))
 	eventually(t, 10*time.Second, "the group's consumers", func() (bool, string) {
 		lags, err := e.svc.Lag(ctx, topic, g)
@@ -154,7 +155,7 @@ func TestReplayIntoNewGroup(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := t.Context()
-			topic := unique("replay")
+			topic := testenv.Unique("replay")
 			e.dropTopic(t, topic)
 			e.publishEvents(t, topic, "t.v1", 10, 4)
 			live := e.runGroup(t, topic, "live", consumer.WithStart(broker.FromFirst), consumer.WithKeyOrder(keyOrder))
@@ -213,7 +214,7 @@ func TestReplayErrors(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	topic := unique("replay-errors")
+	topic := testenv.Unique("replay-errors")
 	e.dropTopic(t, topic)
 	e.publishEvents(t, topic, "t.v1", 3, 1)
 	for name, tc := range map[string]struct {
@@ -229,7 +230,7 @@ func TestReplayErrors(t *testing.T) {
 			return err
 		}, ErrInvalid},
 		"unknown topic": {func() error {
-			_, err := e.svc.ReplayInto(ctx, ReplayIntoRequest{Topic: unique("none"), From: broker.FromFirst, Group: "x"})
+			_, err := e.svc.ReplayInto(ctx, ReplayIntoRequest{Topic: testenv.Unique("none"), From: broker.FromFirst, Group: "x"})
 			return err
 		}, ErrNotFound},
 		"bad group name": {func() error {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/saga"
 )
 
@@ -16,7 +17,7 @@ func TestSagaEndpoints(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	bucket := strings.ReplaceAll(unique("sagas"), "-", "_")
+	bucket := strings.ReplaceAll(testenv.Unique("sagas"), "-", "_")
 	st, err := saga.NewKVStore(ctx, e.b.JetStream(), bucket)
 	if err != nil {
 		t.Fatal(err)

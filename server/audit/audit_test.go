@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,12 +25,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
-
 func sqliteStore(t testing.TB) *SQLite {
 	t.Helper()
 	s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "audit.db"))
@@ -46,7 +38,7 @@ func sqliteStore(t testing.TB) *SQLite {
 func postgresStore(t testing.TB) *Postgres {
 	t.Helper()
 	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
-	schema := strings.ReplaceAll(unique("audit_test"), "-", "_")
+	schema := strings.ReplaceAll(testenv.Unique("audit_test"), "-", "_")
 	s, err := OpenPostgres(context.Background(), testenv.PostgresURL, WithSchema(schema))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 func newBroker(t testing.TB) *natsjs.Broker {
@@ -88,13 +89,13 @@ func TestIndexerCorrelations(t *testing.T) {
 	stores(t, func(t *testing.T, s Store) {
 		b := newBroker(t)
 		ctx := t.Context()
-		topics := []string{unique("orders"), unique("payments")}
+		topics := []string{testenv.Unique("orders"), testenv.Unique("payments")}
 		dropTopics(t, b, topics...)
 		ix, _ := runIndexer(t, b, s)
 
 		const n, corrs = 10_000, 100
 		base := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-		tag := unique("c")
+		tag := testenv.Unique("c")
 		ids := make([]string, n)
 		byCorr := map[string][]string{}
 		var msgs []*broker.Message
@@ -186,7 +187,7 @@ func TestIndexerResumesWithoutGapsOrDuplicates(t *testing.T) {
 	b := brokerOn(t, srv)
 	ctx := t.Context()
 	s := sqliteStore(t)
-	topic := unique("resume")
+	topic := testenv.Unique("resume")
 	dropTopics(t, b, topic, topic+".dlq")
 	publish := func(from, to int, typ string, payload func(int) []byte) {
 		t.Helper()

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/credentials"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/auth"
 	"github.com/heraldhq/herald/server/gateway"
@@ -16,7 +17,7 @@ func TestGatewayAuthorization(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, server.Config{Auth: true})
 	mine, other := newTopic(t, srv), newTopic(t, srv)
-	b, _, err := srv.Auth().AddService(t.Context(), auth.ServiceSpec{Name: unique("svc"), Publish: []string{mine}, Subscribe: []string{mine}}, "test")
+	b, _, err := srv.Auth().AddService(t.Context(), auth.ServiceSpec{Name: testenv.Unique("svc"), Publish: []string{mine}, Subscribe: []string{mine}}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestGatewayAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mineGroup, otherGroup := unique("g"), unique("g")
+	mineGroup, otherGroup := testenv.Unique("g"), testenv.Unique("g")
 	for g, topic := range map[string]string{mineGroup: mine, otherGroup: other} {
 		if _, err := api.Create(t.Context(), gateway.Subscription{Group: g, Topic: topic}); err != nil {
 			t.Fatal(err)

@@ -147,7 +147,7 @@ func BenchmarkPush(b *testing.B) {
 		b.ResetTimer()
 		start := time.Now()
 		api, _ := gateway.NewAPIClient(srv.AdminURL(), nil)
-		group := unique("bench")
+		group := testenv.Unique("bench")
 		if _, err := api.Create(context.Background(), gateway.Subscription{Group: group, Topic: topic, Push: hs.URL, Start: "first", Concurrency: 128}); err != nil {
 			b.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func BenchmarkPush(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer c.Close()
-		r, err := c.Router(unique("bench"), []string{topic}, consumer.WithStart(broker.FromFirst), consumer.WithConcurrency(128))
+		r, err := c.Router(testenv.Unique("bench"), []string{topic}, consumer.WithStart(broker.FromFirst), consumer.WithConcurrency(128))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -43,7 +43,7 @@ func consume(t *testing.T, srv *server.Server, topic string) *collector {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Close() })
-	r, err := cl.Router(unique("g"), []string{topic}, consumer.WithStart(broker.FromFirst))
+	r, err := cl.Router(testenv.Unique("g"), []string{topic}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestIngestValidatesAgainstRegistry(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, server.Config{})
 	topic := newTopic(t, srv)
-	typ := unique("shop.order.placed") + ".v1"
+	typ := testenv.Unique("shop.order.placed") + ".v1"
 	_, err := srv.Registry().Register(t.Context(), typ, schema.Schema{Type: schema.JSON,
 		Text: `{"type":"object","properties":{"total":{"type":"number"}},"required":["total"]}`}, schema.RegisterOptions{})
 	if err != nil {
@@ -265,7 +265,7 @@ func TestIngestValidatesAgainstRegistry(t *testing.T) {
 		t.Fatalf("invalid payload: status %d: %s", code, b)
 	}
 	// Framed in the wire format with an id of another subject.
-	other, err := srv.Registry().Register(t.Context(), unique("other"), schema.Schema{Type: schema.JSON, Text: `{"type":"object"}`}, schema.RegisterOptions{})
+	other, err := srv.Registry().Register(t.Context(), testenv.Unique("other"), schema.Schema{Type: schema.JSON, Text: `{"type":"object"}`}, schema.RegisterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -17,49 +15,27 @@ import (
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.NATSLeaks()...)
 }
 
-// startServer runs a platform on free ports in a temporary data dir.
+// startServer runs a platform for a test, with the audit log off unless
+// cfg turns it on.
 func startServer(t testing.TB, cfg server.Config) *server.Server {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.Audit.Store == "" {
 		cfg.Audit.Store = server.AuditOff
 	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
+	return servertest.Start(t, cfg)
 }
 
 // newTopic creates a topic with a unique name.
 func newTopic(t testing.TB, srv *server.Server) string {
 	t.Helper()
-	topic := unique("t")
+	topic := testenv.Unique("t")
 	if err := srv.Broker().EnsureTopic(context.Background(), topic, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}

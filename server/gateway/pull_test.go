@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/gateway"
 )
@@ -56,7 +57,7 @@ func TestPullLeasesAckNack(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, server.Config{})
 	topic := newTopic(t, srv)
-	group := unique("pull")
+	group := testenv.Unique("pull")
 	subscribe(t, srv, gateway.Subscription{Group: group, Topic: topic, Start: "first", Lease: gateway.Duration(time.Second)})
 	publish(t, srv, topic, "e", 0, 10, 3)
 
@@ -128,10 +129,10 @@ func TestPullBadInput(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, server.Config{})
 	topic := newTopic(t, srv)
-	group := unique("pull")
+	group := testenv.Unique("pull")
 	subscribe(t, srv, gateway.Subscription{Group: group, Topic: topic})
 	_, hs := newHook(t, nil)
-	pushGroup := unique("push")
+	pushGroup := testenv.Unique("push")
 	subscribe(t, srv, gateway.Subscription{Group: pushGroup, Topic: topic, Push: hs.URL})
 	for _, tc := range []struct {
 		name, group, query string
@@ -204,7 +205,7 @@ func TestSubscriptionsAPI(t *testing.T) {
 			}
 		})
 	}
-	group := unique("g")
+	group := testenv.Unique("g")
 	st := subscribe(t, srv, gateway.Subscription{Group: group, Topic: topic, Push: "http://127.0.0.1:1/hook"})
 	if !strings.HasPrefix(st.Secret, "whsec_") || st.Concurrency != gateway.DefaultConcurrency || st.MaxAttempts != gateway.DefaultMaxAttempts {
 		t.Fatalf("created %+v: want a generated secret and defaults", st)

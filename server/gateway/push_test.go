@@ -154,7 +154,7 @@ func TestPushEveryEventOnceInOrderSigned(t *testing.T) {
 	topic := newTopic(t, srv)
 	h, hs := newHook(t, nil)
 	h.secret = gateway.NewSecret()
-	subscribe(t, srv, gateway.Subscription{Group: unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 8})
+	subscribe(t, srv, gateway.Subscription{Group: testenv.Unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 8})
 	const n = 500
 	publish(t, srv, topic, "e", 0, n, 10)
 	eventually(t, 60*time.Second, fmt.Sprintf("%d events at the webhook", n), func() (bool, string) {
@@ -186,7 +186,7 @@ func TestPushRetriesServerErrorsThenCatchesUp(t *testing.T) {
 		return http.StatusOK
 	})
 	h.secret = gateway.NewSecret()
-	subscribe(t, srv, gateway.Subscription{Group: unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 4,
+	subscribe(t, srv, gateway.Subscription{Group: testenv.Unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 4,
 		MaxAttempts: 1000, RetryInitial: gateway.Duration(20 * time.Millisecond), RetryMax: gateway.Duration(100 * time.Millisecond)})
 	const n = 200
 	publish(t, srv, topic, "e", 0, n, 5)
@@ -222,7 +222,7 @@ func TestPushClientErrorGoesToDeadLetters(t *testing.T) {
 		return http.StatusOK
 	})
 	h.secret = gateway.NewSecret()
-	group := unique("push")
+	group := testenv.Unique("push")
 	subscribe(t, srv, gateway.Subscription{Group: group, Topic: topic, Push: hs.URL, Secret: h.secret})
 
 	cl, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL()})
@@ -230,7 +230,7 @@ func TestPushClientErrorGoesToDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Close() })
-	r, err := cl.Router(unique("dlq"), []string{consumer.DeadLetterTopic(topic)}, consumer.WithStart(broker.FromFirst))
+	r, err := cl.Router(testenv.Unique("dlq"), []string{consumer.DeadLetterTopic(topic)}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestPushResumesAfterRestart(t *testing.T) {
 		return http.StatusOK
 	})
 	h.secret = gateway.NewSecret()
-	subscribe(t, srv, gateway.Subscription{Group: unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 2})
+	subscribe(t, srv, gateway.Subscription{Group: testenv.Unique("push"), Topic: topic, Push: hs.URL, Secret: h.secret, Concurrency: 2})
 	const n = 300
 	publish(t, srv, topic, "a", 0, n, 7)
 	eventually(t, 30*time.Second, "the first deliveries", func() (bool, string) {
@@ -369,7 +369,7 @@ func TestPushToSDKGoReceiver(t *testing.T) {
 	})
 	eventually(t, 10*time.Second, "the sdk-go receiver to listen", func() (bool, string) { return p.GetListeningPort() > 0, "no port" })
 	url := fmt.Sprintf("http://127.0.0.1:%d/", p.GetListeningPort())
-	subscribe(t, srv, gateway.Subscription{Group: unique("sdk"), Topic: topic, Push: url})
+	subscribe(t, srv, gateway.Subscription{Group: testenv.Unique("sdk"), Topic: topic, Push: url})
 
 	e := event.New("orders", "shop.order.placed.v1", []byte(`{"total":42}`))
 	e.ID, e.Subject, e.DataContentType, e.CorrelationID = "sdk-1", "o-1", "application/json", "c-1"

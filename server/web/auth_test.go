@@ -7,13 +7,14 @@ import (
 
 	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestDashboardNeedsCredentials: with authentication on, the dashboard
 // asks the browser for credentials and opens with the admin's.
 func TestDashboardNeedsCredentials(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{Auth: true})
+	srv := servertest.Start(t, server.Config{Auth: true})
 	base := srv.AdminURL()
 	code, body := get(t, base, "/")
 	if code != http.StatusUnauthorized {

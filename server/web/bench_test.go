@@ -12,8 +12,10 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // BenchmarkPages renders each dashboard page against a running server
@@ -23,12 +25,12 @@ import (
 //	go test -run '^$' -bench BenchmarkPages -benchtime 20x ./server/web
 func BenchmarkPages(b *testing.B) {
 	const events, deadLetters = 100_000, 1_000
-	srv := startServer(b, server.Config{Audit: server.AuditConfig{BusyRate: -1}})
+	srv := servertest.Start(b, server.Config{Audit: server.AuditConfig{BusyRate: -1}})
 	base := srv.AdminURL()
 	ctx := context.Background()
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	br := srv.Broker()
-	corr := unique("corr")
+	corr := testenv.Unique("corr")
 	batch := make([]*broker.Message, 0, 1000)
 	for i := range events {
 		e := event.New("orders", "shop.order.placed.v1", fmt.Appendf(nil, `{"order":%d,"total":%d}`, i, i%500))

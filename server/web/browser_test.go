@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // updateScreenshots, when set, has the browser test write its
@@ -141,12 +142,12 @@ func (b *browser) screenshot(t *testing.T, name string) {
 // from the DLQ page gets the events handled.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	ctx := t.Context()
 	orders := connect(t, srv, "orders")
-	topic := unique("orders")
-	corr := unique("corr")
+	topic := testenv.Unique("orders")
+	corr := testenv.Unique("corr")
 	subject := topic + "-value"
 	for _, text := range []string{orderV1, orderV2} {
 		if _, err := srv.Registry().Register(ctx, subject, schema.Schema{Type: schema.Avro, Text: text}, schema.RegisterOptions{}); err != nil {

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestDLQPage groups dead letters by error, filters them, previews and
@@ -17,10 +19,10 @@ import (
 // confirmation and reports a redrive that races a purge.
 func TestDLQPage(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	c := connect(t, srv, "orders")
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	g := runFailingGroup(t, c, "billing", topic)
 	const n = 10
 	publish(t, c, "orders", topic, "shop.order.placed.v1", "", n)
@@ -115,7 +117,7 @@ func TestDLQPage(t *testing.T) {
 			}
 		})
 	}
-	if code, body := get(t, base, "/dlq/"+unique("none")); code != http.StatusNotFound {
+	if code, body := get(t, base, "/dlq/"+testenv.Unique("none")); code != http.StatusNotFound {
 		t.Fatalf("dlq of an unknown topic: %d:\n%s", code, body)
 	}
 	// A cross-site form post is refused by the admin listener's guard.

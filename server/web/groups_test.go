@@ -14,17 +14,18 @@ import (
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestGroupPage pauses and resumes a group, previews a rewind with its
 // count of events to replay, runs it and sees them handled again.
 func TestGroupPage(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	c := connect(t, srv, "shipping")
-	topic := unique("orders")
-	group := unique("shipping")
+	topic := testenv.Unique("orders")
+	group := testenv.Unique("shipping")
 	var handled atomic.Int64
 	r, err := c.Router(group, []string{topic}, consumer.WithStart(broker.FromFirst))
 	if err != nil {
@@ -86,7 +87,7 @@ func TestGroupPage(t *testing.T) {
 		{"bad position", "/groups/" + group + "/rewind", url.Values{"to": {"yesterday"}}, http.StatusBadRequest, "yesterday"},
 		{"future", "/groups/" + group + "/rewind", url.Values{"to": {time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}}, http.StatusBadRequest, "in the future"},
 		{"past the end", "/groups/" + group + "/rewind", url.Values{"to": {"seq:99"}}, http.StatusBadRequest, "past the end"},
-		{"unknown group", "/groups/" + unique("none") + "/pause", url.Values{"for": {"5m"}}, http.StatusNotFound, "no topic has consumers"},
+		{"unknown group", "/groups/" + testenv.Unique("none") + "/pause", url.Values{"for": {"5m"}}, http.StatusNotFound, "no topic has consumers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := post(t, base, tc.path, tc.form)
@@ -95,7 +96,7 @@ func TestGroupPage(t *testing.T) {
 			}
 		})
 	}
-	if code, body := get(t, base, "/groups/"+unique("none")); code != http.StatusNotFound {
+	if code, body := get(t, base, "/groups/"+testenv.Unique("none")); code != http.StatusNotFound {
 		t.Fatalf("unknown group page: %d:\n%s", code, body)
 	}
 }

@@ -2,8 +2,6 @@ package web_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,29 +28,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.NATSLeaks()...)
 }
 
-func startServer(t testing.TB, cfg server.Config) *server.Server {
-	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
 func connect(t testing.TB, srv *server.Server, source string) *herald.Client {
 	t.Helper()
 	c, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Source: source})
@@ -61,12 +36,6 @@ func connect(t testing.TB, srv *server.Server, source string) *herald.Client {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-func unique(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // eventually polls cond every 20ms until it holds or timeout passes; what

@@ -7,18 +7,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestOverviewTopicEventPages loads the read-only pages with real data
 // and checks what they show, and that bad input gets a clear page.
 func TestOverviewTopicEventPages(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	c := connect(t, srv, "orders")
-	topic := unique("orders")
-	corr := unique("corr")
+	topic := testenv.Unique("orders")
+	corr := testenv.Unique("corr")
 	evs := publish(t, c, "orders", topic, "shop.order.placed.v1", corr, 5)
 	publish(t, c, "orders", topic, "shop.order.cancelled.v1", "", 2)
 
@@ -70,14 +72,14 @@ func TestOverviewTopicEventPages(t *testing.T) {
 		code       int
 		says       string
 	}{
-		{"unknown topic", "/topics/" + unique("nope"), http.StatusNotFound, "not found"},
+		{"unknown topic", "/topics/" + testenv.Unique("nope"), http.StatusNotFound, "not found"},
 		{"bad sequence", "/topics/" + topic + "/events/abc", http.StatusBadRequest, "want a positive sequence number"},
 		{"gone event", "/topics/" + topic + "/events/999", http.StatusNotFound, "has no message 999"},
 		{"bad field", "/topics/" + topic + "?field=bogus&q=x", http.StatusBadRequest, "search field &#34;bogus&#34;"},
 		{"bad header search", "/topics/" + topic + "?field=header&q=nothing", http.StatusBadRequest, "want NAME=VALUE"},
 		{"empty search", "/topics/" + topic + "?field=id&q=", http.StatusBadRequest, "type something"},
 		{"bad before", "/topics/" + topic + "?before=-1", http.StatusBadRequest, "before"},
-		{"unknown trace", "/trace/" + unique("none"), http.StatusNotFound, "no events with correlation id"},
+		{"unknown trace", "/trace/" + testenv.Unique("none"), http.StatusNotFound, "no events with correlation id"},
 		{"unknown page", "/nothing/here", http.StatusNotFound, "no dashboard page"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

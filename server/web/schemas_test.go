@@ -11,8 +11,10 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 const (
@@ -25,10 +27,10 @@ const (
 // the event page.
 func TestSchemaPages(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	ctx := t.Context()
-	subject := unique("orders") + "-value"
+	subject := testenv.Unique("orders") + "-value"
 	reg := srv.Registry()
 	if _, err := reg.Register(ctx, subject, schema.Schema{Type: schema.Avro, Text: orderV1}, schema.RegisterOptions{}); err != nil {
 		t.Fatal(err)
@@ -54,7 +56,7 @@ func TestSchemaPages(t *testing.T) {
 		path string
 		code int
 	}{
-		{"/schemas/" + unique("none"), http.StatusNotFound},
+		{"/schemas/" + testenv.Unique("none"), http.StatusNotFound},
 		{"/schemas/" + subject + "?a=x", http.StatusBadRequest},
 		{"/schemas/" + subject + "?a=7", http.StatusNotFound},
 	} {
@@ -74,7 +76,7 @@ func TestSchemaPages(t *testing.T) {
 	}
 	data := append([]byte{0, 0, 0, 0, 0}, body2...)
 	binary.BigEndian.PutUint32(data[1:5], uint32(v2.ID))
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	e := event.New("orders", "shop.order.placed.v1", data)
 	e.DataContentType = "application/avro"
 	h := map[string]string{}

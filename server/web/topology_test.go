@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // asyncAPISchema compiles the AsyncAPI 3.0.0 JSON Schema shipped in
@@ -47,10 +48,10 @@ func asyncAPISchema(t *testing.T) *sj.Schema {
 // validates against the AsyncAPI JSON Schema.
 func TestTopologyAndAsyncAPI(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, server.Config{})
+	srv := servertest.Start(t, server.Config{})
 	base := srv.AdminURL()
 	c := connect(t, srv, "test")
-	orders, payments := unique("orders"), unique("payments")
+	orders, payments := testenv.Unique("orders"), testenv.Unique("payments")
 	if _, err := srv.Registry().Register(t.Context(), "shop.order.placed.v1", schema.Schema{Type: schema.Avro, Text: orderV2}, schema.RegisterOptions{}); err != nil {
 		t.Fatal(err)
 	}
