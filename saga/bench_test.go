@@ -1,6 +1,7 @@
 package saga_test
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,14 +15,22 @@ import (
 // test services, their replies back through a consumer into HandleReply,
 // state in the KV bucket. Starts run from 16 goroutines.
 func BenchmarkThreeStepSagas(b *testing.B) {
-	h := newHarness(b, time.Minute, saga.WithTick(saga.DefaultTick)) // the default tick, as in production
+	for _, conc := range []int{16, 64} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { benchSagas(b, conc) })
+	}
+}
+
+// benchSagas runs b.N instances, starting them from conc goroutines, with
+// routers handling conc events at once.
+func benchSagas(b *testing.B, conc int) {
+	h := newHarnessConc(b, unique("saga_"), true, nil, time.Minute, conc, saga.WithTick(saga.DefaultTick)) // the default tick, as in production
 	ctx := b.Context()
 	base := unique("b-")
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range 16 {
+	for range conc {
 		wg.Go(func() {
 			for i := range next {
 				if err := h.eng.Start(ctx, "order", base+strconv.Itoa(i), orderData{}); err != nil {

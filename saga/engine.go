@@ -58,6 +58,7 @@ type Engine struct {
 	m       metrics
 	resend  time.Duration
 
+	known    knownInstances
 	mu       sync.Mutex
 	resentAt map[string]time.Time // command id -> last re-send by this engine
 }
@@ -144,6 +145,7 @@ func (e *Engine) Start(ctx context.Context, name, id string, data any) error {
 	if err := e.store.Create(ctx, in); err != nil {
 		return err
 	}
+	e.known.put(in)
 	e.m.started.WithLabelValues(name).Inc()
 	return e.send(ctx, in.ID, cmd)
 }
@@ -209,27 +211,41 @@ func (e *Engine) send(ctx context.Context, id string, cmd *event.Event) error {
 // the instance and a command to send once the change is stored.
 func (e *Engine) mutate(ctx context.Context, id string, fn func(in *Instance, def *Definition) (bool, *event.Event, error)) (*Instance, error) {
 	for range maxConflictRetries {
-		in, err := e.store.Get(ctx, id)
-		if err != nil {
-			return nil, err
+		in, guess := e.known.get(id)
+		if !guess {
+			var err error
+			if in, err = e.store.Get(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		def, ok := e.defs[in.Saga]
 		if !ok {
 			return nil, fmt.Errorf("saga %q: instance of saga %q, which this engine does not define", id, in.Saga)
 		}
 		changed, cmd, err := fn(in, def)
+		if guess && (err != nil || !changed) {
+			// Leaving the instance alone, or failing, is decided on what
+			// the store holds, never on a remembered copy.
+			e.known.forget(id)
+			continue
+		}
 		if err != nil || !changed {
 			return in, err
 		}
 		in.Updated = time.Now().UTC()
 		switch err := e.store.Update(ctx, in); {
 		case errors.Is(err, ErrConflict):
+			e.known.forget(id)
 			continue
 		case err != nil:
+			e.known.forget(id)
 			return nil, err
 		}
 		if in.State.Terminal() {
+			e.known.forget(id)
 			e.m.finished.WithLabelValues(in.Saga, string(in.State)).Inc()
+		} else {
+			e.known.put(in)
 		}
 		if cmd != nil {
 			return in, e.send(ctx, id, cmd)
@@ -237,6 +253,46 @@ func (e *Engine) mutate(ctx context.Context, id string, fn func(in *Instance, de
 		return in, nil
 	}
 	return nil, fmt.Errorf("saga %q: %d concurrent updates in a row: giving up this time", id, maxConflictRetries)
+}
+
+// maxKnown bounds the instances an engine remembers.
+const maxKnown = 10_000
+
+// knownInstances remembers the instances this engine stored last, so that
+// a reply to an instance it has just moved on does not read it back from
+// the store first. A remembered copy is only a guess: an update based on
+// it is versioned (if another engine moved the instance meanwhile, the
+// store refuses it and the update is redone from a fresh read), and a
+// decision to leave an instance alone is never taken on a copy.
+type knownInstances struct {
+	mu sync.Mutex
+	m  map[string]*Instance
+}
+
+func (k *knownInstances) get(id string) (*Instance, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	in, ok := k.m[id]
+	if !ok {
+		return nil, false
+	}
+	return in.clone(), true
+}
+
+func (k *knownInstances) put(in *Instance) {
+	c := in.clone()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil || len(k.m) >= maxKnown {
+		k.m = make(map[string]*Instance) // forget them all: the cost is one read each
+	}
+	k.m[in.ID] = c
+}
+
+func (k *knownInstances) forget(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.m, id)
 }
 
 // HandleReply applies a reply to its instance: the instance whose id is

@@ -116,6 +116,12 @@ func newHarness(t testing.TB, timeout time.Duration, opts ...saga.Option) *harne
 // engine only starts and reads instances, and another process runs them.
 // A non-nil store replaces the KV bucket.
 func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, timeout time.Duration, opts ...saga.Option) *harness {
+	return newHarnessConc(t, base, runEngine, store, timeout, 0, opts...)
+}
+
+// newHarnessConc is newHarnessOn with routers running concurrency
+// handlers at once (0: the default).
+func newHarnessConc(t testing.TB, base string, runEngine bool, store saga.Store, timeout time.Duration, concurrency int, opts ...saga.Option) *harness {
 	t.Helper()
 	ctx := t.Context()
 	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
@@ -145,7 +151,11 @@ func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, t
 	}
 	cmds, replies := n.cmds, n.replies
 
-	svc, err := c.Router("services", []string{cmds}, consumer.WithStart(broker.FromFirst))
+	ropts := []consumer.Option{consumer.WithStart(broker.FromFirst)}
+	if concurrency > 0 {
+		ropts = append(ropts, consumer.WithConcurrency(concurrency))
+	}
+	svc, err := c.Router("services", []string{cmds}, ropts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +164,7 @@ func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, t
 	if !runEngine {
 		return h
 	}
-	orch, err := c.Router("orchestrator", []string{replies}, consumer.WithStart(broker.FromFirst))
+	orch, err := c.Router("orchestrator", []string{replies}, ropts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,3 +482,83 @@ type nopStore struct{ saga.Store }
 type nopPub struct{}
 
 func (nopPub) Publish(context.Context, ...*event.Event) error { return nil }
+
+// Two engines share a store. Engine a starts an instance (and remembers
+// it), engine b moves it on; a reply to b's command then reaches a, whose
+// copy is out of date: a must act on the stored instance, neither
+// ignoring the reply as stale nor overwriting b's update.
+func TestEnginesSharingAStoreActOnTheStoredInstance(t *testing.T) {
+	ctx := t.Context()
+	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := namesOf(unique("saga_two_"))
+	t.Cleanup(func() {
+		for _, s := range []string{n.cmds, n.replies, n.dlq} {
+			_ = b.JetStream().DeleteStream(context.Background(), natsjs.StreamName(s))
+		}
+		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket)
+		_ = b.JetStream().DeleteKeyValue(context.Background(), n.bucket+"_active")
+		_ = b.Close()
+	})
+	c, store, err := wire(ctx, b, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := func() *saga.Engine {
+		e, err := saga.New(store, c, []saga.Definition{definition(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	ea, eb := engine(), engine()
+	id := unique("o-")
+	if err := ea.Start(ctx, "order", id, orderData{}); err != nil {
+		t.Fatal(err)
+	}
+	reply := func(e *saga.Engine, step string) {
+		t.Helper()
+		in, err := store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := event.New("svc", "t."+step+".done.v1", nil)
+		r.CorrelationID, r.CausationID = id, in.History[len(in.History)-1].Command
+		if err := e.HandleReply(ctx, r); err != nil {
+			t.Fatalf("reply %s: %v", step, err)
+		}
+	}
+	reply(eb, "reserve") // b moves the instance to charge; a still remembers reserve
+	reply(ea, "charge")  // a must see charge waiting, not ignore the reply
+	in, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(outcomes(in)), "[reserve:do:done charge:do:done ship:do:]"; got != want {
+		t.Fatalf("history %s, want %s", got, want)
+	}
+	// b remembers charge waiting; a duplicate of charge's reply looks
+	// right on that copy, but the store has moved on: the update is
+	// refused and the reply, re-decided on the stored instance, ignored.
+	dup := event.New("svc", "t.charge.done.v1", nil)
+	dup.CorrelationID, dup.CausationID = id, saga.CommandID(id, "charge", saga.Do, 1)
+	if err := eb.HandleReply(ctx, dup); err != nil {
+		t.Fatal(err)
+	}
+	if in, err = store.Get(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(outcomes(in)), "[reserve:do:done charge:do:done ship:do:]"; got != want {
+		t.Fatalf("after a duplicate reply: history %s, want %s", got, want)
+	}
+	reply(eb, "ship")
+	in, err = store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.State != saga.Completed {
+		t.Fatalf("state %s, want completed; history %v", in.State, outcomes(in))
+	}
+}
