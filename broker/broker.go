@@ -34,6 +34,9 @@ var (
 	// ErrUnavailable is returned when the broker cannot be reached or is
 	// not ready.
 	ErrUnavailable = errors.New("broker: unavailable")
+	// ErrRevoked is returned when settling a [Revocable] delivery that the
+	// broker took back before it was claimed.
+	ErrRevoked = errors.New("broker: delivery revoked: its partition moved to another member")
 )
 
 // Message is what travels through a broker.
@@ -123,6 +126,34 @@ type Delivery interface {
 	Term(ctx context.Context, reason string) error
 	// InProgress resets the ack wait, for handlers that run long.
 	InProgress(ctx context.Context) error
+}
+
+// Revocable is implemented by deliveries a broker may take back before they
+// are handled: those of a key-ordered group (SubscribeOptions.KeyOrder)
+// whose partition moves to another member. A member that loses a partition
+// hands back what it received and did not start, in stream order, so the
+// next owner gets it first; what it started, it finishes.
+//
+// A caller that queues deliveries before handling them (the consumer
+// router's lanes) calls Claim just before it handles one. Settling a
+// delivery claims it too; settling one that was revoked does nothing and
+// returns an error wrapping ErrRevoked.
+type Revocable interface {
+	// Claim marks the delivery as being handled and reports true, or
+	// reports false when the broker already took it back: the caller must
+	// then neither handle nor settle it. Once Claim reported true the
+	// delivery is the caller's until it settles it. Claim is safe to call
+	// more than once.
+	Claim() bool
+}
+
+// Claim claims d if it is [Revocable] and reports whether the caller may
+// handle it; deliveries that cannot be revoked are always the caller's.
+func Claim(d Delivery) bool {
+	if r, ok := d.(Revocable); ok {
+		return r.Claim()
+	}
+	return true
 }
 
 // Redelivered reports whether d is not the first delivery of its message.

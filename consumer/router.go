@@ -427,8 +427,17 @@ func (r *Router) Run(ctx context.Context) error {
 		workers.Go(func() {
 			for m := range lane {
 				if stopping.Load() {
-					// Not started before shutdown: hand it back at once.
-					r.nack(m, 0)
+					// Not started before shutdown: hand it back at once
+					// (unless the broker already took it back).
+					if broker.Claim(m.delivery) {
+						r.nack(m, 0)
+					}
+					continue
+				}
+				// Its partition may have moved to another instance while
+				// it sat in the lane: then the broker took it back, and
+				// the new owner handles it.
+				if !broker.Claim(m.delivery) {
 					continue
 				}
 				r.process(hardCtx, handler, m)
@@ -536,7 +545,9 @@ func (r *Router) fetch(ctx context.Context, s broker.Subscription, topic string,
 		select {
 		case lane <- m:
 		case <-ctx.Done():
-			r.nack(m, 0)
+			if broker.Claim(d) {
+				r.nack(m, 0)
+			}
 			return
 		}
 	}

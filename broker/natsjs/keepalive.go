@@ -53,10 +53,53 @@ func (t *tracker) remove(d *delivery) {
 	t.mu.Unlock()
 }
 
-func (t *tracker) len() int {
+// revokeQueued takes back every tracked delivery not claimed yet.
+func (t *tracker) revokeQueued() {
+	t.mu.Lock()
+	for d := t.head; d != nil; d = d.next {
+		d.revoke()
+	}
+	t.mu.Unlock()
+}
+
+// claimed counts the tracked deliveries that are being handled.
+func (t *tracker) claimed() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.n
+	n := 0
+	for d := t.head; d != nil; d = d.next {
+		if d.state.Load() == claimed {
+			n++
+		}
+	}
+	return n
+}
+
+// revoked returns the tracked deliveries taken back, in stream order.
+func (t *tracker) revoked() []*delivery {
+	t.mu.Lock()
+	var ds []*delivery
+	for d := t.head; d != nil; d = d.next {
+		if d.state.Load() == revoked {
+			ds = append(ds, d)
+		}
+	}
+	t.mu.Unlock()
+	sortBySequence(ds)
+	return ds
+}
+
+func sortBySequence(ds []*delivery) {
+	slices.SortFunc(ds, func(a, b *delivery) int {
+		sa, sb := a.Sequence(), b.Sequence()
+		switch {
+		case sa < sb:
+			return -1
+		case sa > sb:
+			return 1
+		}
+		return 0
+	})
 }
 
 // touch signals progress for every tracked delivery in stream order.
@@ -68,16 +111,7 @@ func (t *tracker) touch() {
 	}
 	t.mu.Unlock()
 	// Arrival order is stream order except for redeliveries.
-	slices.SortFunc(ds, func(a, b *delivery) int {
-		sa, sb := a.Sequence(), b.Sequence()
-		switch {
-		case sa < sb:
-			return -1
-		case sa > sb:
-			return 1
-		}
-		return 0
-	})
+	sortBySequence(ds)
 	for _, d := range ds {
 		if !d.settled.Load() {
 			_ = d.m.InProgress()

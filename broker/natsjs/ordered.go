@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,18 +26,30 @@ import (
 // time. Members announce themselves in the KV bucket herald_members with a
 // heartbeat (the bucket's TTL drops members that stop); every member
 // computes the same assignment from the sorted live members and consumes
-// only its partitions. A partition changes hands only after its owner
-// stopped: on a graceful move the owner settles its in-flight deliveries
-// and unpins; when an owner dies, the pin expires after the pin TTL, which
-// is longer than the ack wait plus a pull, so its unacknowledged deliveries
-// are due for redelivery (and come first) when the next owner is pinned.
+// only its partitions.
+//
+// Who consumes a partition is recorded in the KV bucket herald_handover
+// (one key per partition consumer), changed only by compare-and-set, so
+// two members whose views of the membership differ for a moment never both
+// take it. A partition changes hands only after its owner stopped:
+//   - a live owner releases it: it stops pulling, takes back what it
+//     received and did not start handling (broker.Revocable: the router
+//     claims each delivery just before it handles it), waits until what it
+//     started is settled, nacks what it took back in stream order (the last
+//     nack confirmed, so the server processed them all), checks that the
+//     server has nothing else pending, records the release, and unpins. The
+//     server redelivers the nacked events first and in order, so the next
+//     owner starts at once with no duplicates;
+//   - when an owner dies, its pin expires after the pin TTL and the next
+//     owner waits until the partition's last delivery is more than twice
+//     the ack wait old, then resets the consumer to its ack floor (see
+//     acquire).
 
 const (
 	membersBucket = "herald_members"
-	// handoverBucket records the partitions a member released cleanly,
-	// everything it had received settled (key "<stream>.<consumer>").
+	// handoverBucket records who consumes each partition of a key-ordered
+	// group, and how its last owner let it go (key "<stream>.<consumer>").
 	handoverBucket = "herald_handover"
-	handoverTTL    = 24 * time.Hour
 	priorityGroup  = "herald"
 	// memberTTL is how long a member that stopped heartbeating stays in
 	// the membership.
@@ -46,17 +59,45 @@ const (
 	pullExpiry = 2 * time.Second
 )
 
+// Handover states.
+const (
+	stateOwned     = "owned"
+	stateReleased  = "released"
+	stateAbandoned = "abandoned"
+)
+
+// handover is the value of a partition's key in handoverBucket.
+type handover struct {
+	State  string `json:"state"`
+	Member string `json:"member"`
+	// Exact is set on a release after which the server held nothing
+	// pending but the nacked events, all queued for redelivery in stream
+	// order: the next owner may start at once. Without it, some delivery
+	// never reached the owner (it was in flight when it stopped pulling)
+	// and comes back only when its ack wait ends: the next owner waits for
+	// that.
+	Exact bool `json:"exact,omitempty"`
+}
+
 type partition struct {
-	p        int
-	cc       jetstream.ConsumeContext // nil until acquired; guarded by orderedSub.mu
-	tr       *tracker                 // received and not yet settled
+	p   int
+	cc  jetstream.ConsumeContext // nil until acquired; guarded by orderedSub.mu
+	rev uint64                   // revision of the handover record this member wrote; guarded by orderedSub.mu
+	tr  *tracker                 // received and not yet settled
+	// released is set once the partition is being given up: deliveries
+	// not claimed yet are revoked from then on.
 	released atomic.Bool
-	// giveUp is when a release stops waiting for deliveries to be settled
-	// (unix nanoseconds); keepalive stops then too, so what is left
-	// expires within an ack wait.
-	giveUp   atomic.Int64
 	stop     chan struct{} // closed on release
 	stopOnce sync.Once
+	// handedOver is closed when the release is over; the keepalive of the
+	// partition's deliveries stops then.
+	handedOver  chan struct{}
+	releaseOnce sync.Once
+	acquired    chan struct{} // closed when acquire returned
+}
+
+func newPartition(p int) *partition {
+	return &partition{p: p, stop: make(chan struct{}), handedOver: make(chan struct{}), acquired: make(chan struct{}), tr: newTracker()}
 }
 
 func (p *partition) markReleased() {
@@ -78,8 +119,11 @@ type orderedSub struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	owned   map[int]*partition
+	mu    sync.Mutex
+	owned map[int]*partition
+	// leaving holds the partitions being released, so that taking one
+	// back waits until its release is over.
+	leaving map[int]*partition
 	cons    []jetstream.Consumer
 	perPart int
 }
@@ -116,6 +160,7 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 		ch:      make(chan *delivery, perPart*si.partitions),
 		done:    make(chan struct{}),
 		owned:   map[int]*partition{},
+		leaving: map[int]*partition{},
 		perPart: perPart,
 	}
 	var err error
@@ -123,7 +168,8 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 		return nil, err
 	}
 	s.key = si.name + "." + s.base + "." + s.member
-	if s.clean, err = b.memoryBucket(ctx, handoverBucket, "Herald partitions released with everything settled", handoverTTL); err != nil {
+	// No TTL: a record lives as long as its owner holds the partition.
+	if s.clean, err = b.memoryBucket(ctx, handoverBucket, "Herald key-ordered partitions: who consumes each, how the last owner let it go", 0); err != nil {
 		return nil, err
 	}
 	if err := s.ensureConsumers(ctx); err != nil {
@@ -208,6 +254,9 @@ func (s *orderedSub) loop() {
 		if err == nil {
 			err = s.reconcile(ctx)
 		}
+		if err == nil {
+			s.checkOwnership(ctx)
+		}
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			s.b.log.Debug("natsjs: group membership", "topic", s.si.topic, "group", s.opts.Group, "error", err)
@@ -242,8 +291,8 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 	}
 	// A live member always counts itself: if its own heartbeat lapsed
 	// (a stalled process), the others may take its partitions, and the
-	// pins keep the two from both receiving; releasing everything here
-	// would only add churn.
+	// handover records keep the two from both consuming one; releasing
+	// everything here would only add churn.
 	if !slices.Contains(members, s.member) {
 		members = append(members, s.member)
 		slices.Sort(members)
@@ -265,6 +314,7 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 	for p, part := range s.owned {
 		if !want[p] {
 			delete(s.owned, p)
+			s.leaving[p] = part
 			s.wg.Go(func() { s.release(part, true) })
 		}
 	}
@@ -272,38 +322,94 @@ func (s *orderedSub) reconcile(ctx context.Context) error {
 		if s.owned[p] != nil {
 			continue
 		}
-		part := &partition{p: p, stop: make(chan struct{}), tr: newTracker()}
+		part := newPartition(p)
+		prev := s.leaving[p]
 		s.owned[p] = part
-		s.wg.Go(func() { s.acquire(part) })
+		s.wg.Go(func() { s.acquire(part, prev) })
 	}
 	return nil
 }
 
-// acquire starts consuming a partition once nothing is in flight on it.
-// Deliveries its previous owner did not settle must come back before any
-// later event of their keys. A live owner releases a partition by
-// draining it, settling its deliveries (keeping them alive for at most an
-// ack wait) and unpinning it; what it had buffered it gives back with a
-// nack, in stream order, so the server redelivers those first and in
-// order. Acquire starts when the consumer has no pending acks, or when the
-// partition's last delivery is more than twice the ack wait (plus a
-// margin) old: by then whatever the previous owner left has been nacked or
-// has expired, and a crashed owner cannot be handling any of it any more.
-// Acquire also waits while another client holds the partition's pin. After
-// a clean release (recorded in handoverBucket) that is enough. After
-// a crash it is not: JetStream redelivers expired messages in the order
-// their ack waits ran out, which is not stream order when the owner's
-// keepalive reached some of them and not others before it died; so
-// acquire resets the consumer to its ack floor, and the partition is
-// delivered again in stream order from its first unacknowledged event
-// (events above it that were acknowledged come again: at-least-once).
-func (s *orderedSub) acquire(part *partition) {
-	for {
-		free, crashed := s.free(part.p)
-		if free {
-			if crashed {
-				s.resetToAckFloor(part.p)
+// checkOwnership gives up, without settling anything, the partitions whose
+// handover record another member took: this member was stalled long enough
+// to be taken for dead, and the new owner delivers the partition again
+// from its ack floor.
+func (s *orderedSub) checkOwnership(ctx context.Context) {
+	s.mu.Lock()
+	var parts []*partition
+	for _, part := range s.owned {
+		if part.cc != nil {
+			parts = append(parts, part)
+		}
+	}
+	s.mu.Unlock()
+	for _, part := range parts {
+		e, err := s.clean.Get(ctx, s.handoverKey(part.p))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			// The record is gone (the bucket lives in memory: the
+			// server restarted); write it again, unless another member
+			// got there first.
+			val, _ := json.Marshal(handover{State: stateOwned, Member: s.member})
+			rev, cerr := s.clean.Create(ctx, s.handoverKey(part.p), val)
+			if cerr == nil {
+				s.mu.Lock()
+				part.rev = rev
+				s.mu.Unlock()
+				continue
 			}
+			if e, err = s.clean.Get(ctx, s.handoverKey(part.p)); err != nil {
+				continue
+			}
+		}
+		if err != nil {
+			continue // cannot tell
+		}
+		if h, ok := parseHandover(e); ok && h.State == stateOwned && h.Member == s.member {
+			continue
+		}
+		s.mu.Lock()
+		if s.owned[part.p] == part {
+			delete(s.owned, part.p)
+		}
+		s.mu.Unlock()
+		s.b.log.Warn("natsjs: another member took over a partition while this one was stalled; dropping its deliveries",
+			"topic", s.si.topic, "group", s.opts.Group, "partition", part.p)
+		part.markReleased()
+		part.tr.revokeQueued()
+		part.releaseOnce.Do(func() {
+			if part.cc != nil {
+				part.cc.Stop()
+			}
+			close(part.handedOver)
+		})
+	}
+}
+
+func parseHandover(e jetstream.KeyValueEntry) (handover, bool) {
+	var h handover
+	if e == nil || json.Unmarshal(e.Value(), &h) != nil || h.State == "" {
+		return handover{}, false
+	}
+	return h, true
+}
+
+// acquire starts consuming a partition once its previous owner let it go
+// (see take), after prev, this member's own release of it, if any, ended.
+func (s *orderedSub) acquire(part *partition, prev *partition) {
+	defer close(part.acquired)
+	if prev != nil {
+		select {
+		case <-prev.handedOver:
+		case <-part.stop:
+			return
+		}
+	}
+	var rev uint64
+	var restore []byte
+	for {
+		ok, r, old := s.take(part.p)
+		if ok {
+			rev, restore = r, old
 			break
 		}
 		select {
@@ -316,6 +422,7 @@ func (s *orderedSub) acquire(part *partition) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if part.released.Load() {
+		s.giveBackRecord(part.p, rev, restore)
 		return
 	}
 	p := part.p
@@ -329,45 +436,104 @@ func (s *orderedSub) acquire(part *partition) {
 	if err != nil {
 		// Give it back: the next reconcile tries again.
 		s.b.log.Warn("natsjs: consume partition", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
+		s.giveBackRecord(p, rev, restore)
 		part.markReleased()
 		if s.owned[p] == part {
 			delete(s.owned, p)
 		}
 		return
 	}
-	part.cc = cc
-	// Keep this partition's deliveries alive until it is released and
-	// they are settled, or the subscription closes.
-	s.wg.Go(func() {
-		part.tr.keepAlive(s.opts.AckWait, s.done, func() bool {
-			if !part.released.Load() {
-				return false
-			}
-			g := part.giveUp.Load()
-			return part.tr.len() == 0 || g != 0 && time.Now().UnixNano() > g
-		})
-	})
+	part.cc, part.rev = cc, rev
+	// Keep this partition's deliveries alive, those queued as well as
+	// those being handled, until its release is over.
+	s.wg.Go(func() { part.tr.keepAlive(s.opts.AckWait, part.handedOver, nil) })
 }
 
-// free reports whether partition p can be consumed now (see acquire), and
-// whether its last owner crashed, leaving deliveries that need a reset.
-func (s *orderedSub) free(p int) (free, crashed bool) {
+// giveBackRecord puts back the handover record that take replaced, for a
+// partition taken but never consumed. Called with s.mu held; it is one
+// short request, made only when a release raced the acquisition.
+func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var err error
+	if old == nil {
+		err = s.clean.Delete(ctx, s.handoverKey(p), jetstream.LastRevision(rev))
+	} else {
+		_, err = s.clean.Update(ctx, s.handoverKey(p), old, rev)
+	}
+	if err != nil {
+		s.b.log.Debug("natsjs: give back partition record", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
+	}
+}
+
+// take records this member as the owner of partition p if its previous
+// owner let it go, and reports the record's revision and the value it
+// replaced (nil: none). Nothing may be pending on the partition that would
+// come back out of stream order:
+//   - while a client holds the partition's pin (its owner still consumes
+//     it, or died less than the pin TTL ago), take waits;
+//   - after a release recorded as exact, it takes the partition at once:
+//     what is pending is queued for redelivery in stream order;
+//   - after a release that was not exact, it waits until the partition's
+//     last delivery is an ack wait (and a margin) old, so that deliveries
+//     that never reached the previous owner came due, after the ones it
+//     nacked and in the order they were delivered;
+//   - otherwise (the owner crashed, was stalled past its pin TTL, gave up
+//     deliveries it could not settle, or there is no record) it takes the
+//     partition when nothing is pending, or when the last delivery is more
+//     than twice the ack wait (plus a margin) old: by then a crashed owner
+//     cannot be handling any of it. Then it resets the consumer to its ack
+//     floor: JetStream redelivers expired messages in the order their ack
+//     waits ran out, which is not stream order when the owner's keepalive
+//     reached some of them and not others before it died. The partition is
+//     delivered again in stream order from its first unacknowledged event
+//     (events above it that were acknowledged come again: at-least-once).
+func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	info, err := s.cons[p].Info(ctx)
+	if err != nil || pinned(info) {
+		return false, 0, nil
+	}
+	e, err := s.clean.Get(ctx, s.handoverKey(p))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, 0, nil
+	}
+	if err != nil {
+		e = nil
+	}
+	h, known := parseHandover(e)
+	since := func(d time.Duration) bool {
+		last := info.Delivered.Last
+		return last == nil || time.Since(*last) > d
+	}
+	reset := false
 	switch {
-	case err != nil:
-		return false, false
+	case known && h.State == stateReleased && h.Exact:
+	case known && h.State == stateReleased:
+		if info.NumAckPending > 0 && !since(s.opts.AckWait+time.Second) {
+			return false, 0, nil
+		}
 	case info.NumAckPending == 0:
-		return true, false
-	case pinned(info):
-		return false, false
+	case !since(2*s.opts.AckWait + time.Second):
+		return false, 0, nil
+	default:
+		reset = true
 	}
-	last := info.Delivered.Last
-	if last != nil && time.Since(*last) <= 2*s.opts.AckWait+time.Second {
-		return false, false
+	val, _ := json.Marshal(handover{State: stateOwned, Member: s.member})
+	if e == nil {
+		rev, err = s.clean.Create(ctx, s.handoverKey(p), val)
+	} else {
+		old = e.Value()
+		rev, err = s.clean.Update(ctx, s.handoverKey(p), val, e.Revision())
 	}
-	return true, !s.releasedCleanly(ctx, p, last)
+	if err != nil {
+		return false, 0, nil // another member took it first, or the server is away
+	}
+	if reset {
+		s.resetToAckFloor(p)
+	}
+	return true, rev, old
 }
 
 // pinned reports whether a client holds the partition's pin: a member that
@@ -385,16 +551,6 @@ func pinned(info *jetstream.ConsumerInfo) bool {
 
 func (s *orderedSub) handoverKey(p int) string {
 	return s.si.name + "." + PartitionConsumerName(s.opts.Group, p)
-}
-
-// releasedCleanly reports whether partition p's last owner released it
-// with everything settled, after the partition's last delivery.
-func (s *orderedSub) releasedCleanly(ctx context.Context, p int, lastDelivery *time.Time) bool {
-	e, err := s.clean.Get(ctx, s.handoverKey(p))
-	if err != nil {
-		return false
-	}
-	return lastDelivery != nil && !e.Created().Before(*lastDelivery)
 }
 
 // resetToAckFloor makes partition p's consumer deliver again from its
@@ -423,46 +579,75 @@ func (s *orderedSub) receiver(part *partition) jetstream.MessageHandler {
 	return func(m jetstream.Msg) {
 		d := newDelivery(m, s.b, s.si, s.opts.ConfirmAcks, part.tr, part)
 		part.tr.add(d)
+		if part.released.Load() {
+			d.revoke() // the release gives it back with the others
+			return
+		}
 		select {
 		case s.ch <- d:
 		case <-s.done:
-			_ = d.Nack(context.Background(), 0)
+			d.revoke()
 		}
 	}
 }
 
-// release stops consuming part, waits (up to the ack wait) until its
-// deliveries are settled, then unpins it so the next owner starts at once.
-func (s *orderedSub) release(part *partition, unpin bool) {
+// release stops consuming part and hands it over (see the top of the
+// file). connected is false when the connection is gone and nothing can be
+// settled or recorded any more.
+func (s *orderedSub) release(part *partition, connected bool) {
 	part.markReleased()
 	s.mu.Lock()
-	cc := part.cc
+	cc, rev := part.cc, part.rev
 	s.mu.Unlock()
-	if cc == nil {
-		return // never consumed: nothing to hand over
-	}
-	// Drain hands what the client already pulled to the receiver, which
-	// queues it for Next to return to the group; Stop would drop it and
-	// leave it pending until its ack wait ran out.
-	deadline := time.Now().Add(s.opts.AckWait)
-	part.giveUp.Store(deadline.UnixNano())
-	cc.Drain()
-	<-cc.Closed()
-	for part.tr.len() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !unpin {
+	first := false
+	part.releaseOnce.Do(func() { first = true })
+	if !first {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if part.tr.len() == 0 {
-		// Everything received was acked or nacked: the next owner needs
-		// no reset.
-		if _, err := s.clean.Put(ctx, s.handoverKey(part.p), []byte(s.member)); err != nil {
-			s.b.log.Debug("natsjs: record clean release", "topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "error", err)
+	defer func() {
+		close(part.handedOver)
+		s.mu.Lock()
+		if s.leaving[part.p] == part {
+			delete(s.leaving, part.p)
 		}
+		s.mu.Unlock()
+	}()
+	if cc == nil {
+		// Never consumed: nothing to hand over once the acquisition
+		// (which sees released) gave its record back.
+		<-part.acquired
+		return
 	}
+	// Drain hands what the client already pulled to the receiver, which
+	// tracks it as revoked.
+	cc.Drain()
+	<-cc.Closed()
+	part.tr.revokeQueued()
+	// What was claimed is being handled: wait for it, keeping it alive,
+	// for at most the ack wait.
+	deadline := time.Now().Add(s.opts.AckWait)
+	for part.tr.claimed() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !connected {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	state := stateReleased
+	if n := part.tr.claimed(); n > 0 {
+		state = stateAbandoned
+		s.b.log.Warn("natsjs: handing over a partition with deliveries still being handled after the ack wait; the next owner delivers the partition again from its first unacknowledged event",
+			"topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "handling", n)
+	}
+	back := part.tr.revoked()
+	exact := s.giveBack(ctx, part.p, back) && state == stateReleased && s.pendingAtMost(ctx, part.p, len(back))
+	val, _ := json.Marshal(handover{State: state, Member: s.member, Exact: exact})
+	if _, err := s.clean.Update(ctx, s.handoverKey(part.p), val, rev); err != nil {
+		s.b.log.Debug("natsjs: record partition release", "topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "error", err)
+	}
+	// Unpinning after the record: a member that sees the partition
+	// unpinned sees the record too.
 	st, err := s.b.js.Stream(ctx, s.si.name)
 	if err == nil {
 		err = st.UnpinConsumer(ctx, PartitionConsumerName(s.opts.Group, part.p), priorityGroup)
@@ -472,8 +657,52 @@ func (s *orderedSub) release(part *partition, unpin bool) {
 	}
 }
 
+// giveBack nacks ds, in stream order, for redelivery at once. The last nack
+// waits for the server's reply: the server processes the acknowledgements
+// of one connection in order, so then it has processed every earlier ack
+// and nack of this member. It reports whether every nack was sent.
+func (s *orderedSub) giveBack(ctx context.Context, p int, ds []*delivery) bool {
+	for i, d := range ds {
+		var err error
+		if i == len(ds)-1 {
+			_, err = s.b.nc.RequestWithContext(ctx, d.m.Reply(), []byte("-NAK"))
+		} else {
+			err = d.m.Nak()
+		}
+		d.done()
+		if err != nil {
+			s.b.log.Debug("natsjs: give back delivery", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "seq", d.Sequence(), "error", err)
+			for _, rest := range ds[i+1:] {
+				rest.done()
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// pendingAtMost reports whether partition p's consumer soon has at most n
+// deliveries pending: the n given back, and nothing that went astray.
+func (s *orderedSub) pendingAtMost(ctx context.Context, p, n int) bool {
+	deadline := time.Now().Add(time.Second)
+	for {
+		info, err := s.cons[p].Info(ctx)
+		if err == nil && info.NumAckPending <= n {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Next returns the next delivery of an owned partition. Deliveries of a
-// partition released meanwhile go back to the group.
+// partition released meanwhile are skipped: the release gives them back.
 func (s *orderedSub) Next(ctx context.Context) (broker.Delivery, error) {
 	for {
 		select {
@@ -483,8 +712,7 @@ func (s *orderedSub) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		select {
 		case d := <-s.ch:
-			if d.part.released.Load() {
-				_ = d.Nack(ctx, 0)
+			if d.part.released.Load() && d.revoke() {
 				continue
 			}
 			return d, nil
@@ -500,9 +728,9 @@ func (s *orderedSub) stop() {
 	s.once.Do(func() { close(s.done) })
 }
 
-// Close leaves the group: it stops consuming, hands buffered deliveries
-// back, waits (up to the ack wait) for the ones handed out to be settled,
-// unpins its partitions and removes itself from the membership so the
+// Close leaves the group: it releases every partition (see release: what
+// was handed out and claimed is waited for, up to the ack wait; the rest
+// goes back in stream order) and removes itself from the membership so the
 // others take over at once.
 func (s *orderedSub) Close() error {
 	first := false
@@ -518,32 +746,14 @@ func (s *orderedSub) Close() error {
 	}
 	s.owned = map[int]*partition{}
 	s.mu.Unlock()
-	s.wg.Wait() // the heartbeat loop, acquisitions and releases in progress
-	for _, p := range parts {
-		if p.cc != nil {
-			p.cc.Drain()
-		}
-	}
-	for _, p := range parts {
-		if p.cc != nil {
-			<-p.cc.Closed()
-		}
-	}
-	for {
-		select {
-		case d := <-s.ch:
-			_ = d.Nack(context.Background(), 0)
-			continue
-		default:
-		}
-		break
-	}
+	connected := s.b.nc.IsConnected()
 	var wg sync.WaitGroup
 	for _, p := range parts {
-		wg.Go(func() { s.release(p, s.b.nc.IsConnected()) })
+		wg.Go(func() { s.release(p, connected) })
 	}
 	wg.Wait()
-	if s.b.nc.IsConnected() {
+	s.wg.Wait() // the heartbeat loop, acquisitions, releases and keepalives
+	if connected && s.b.nc.IsConnected() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = s.kv.Delete(ctx, s.key)
 		cancel()

@@ -237,9 +237,37 @@ type delivery struct {
 	tr      *tracker
 	part    *partition
 	settled atomic.Bool
+	// state is queued, claimed or revoked (key-ordered deliveries only).
+	state atomic.Int32
 	// prev and next link the delivery into its tracker; guarded by the
 	// tracker's mutex.
 	prev, next *delivery
+}
+
+// Revocation states of a key-ordered delivery (see broker.Revocable).
+const (
+	queued int32 = iota
+	claimed
+	revoked
+)
+
+// Claim implements broker.Revocable.
+func (d *delivery) Claim() bool {
+	if d.part == nil {
+		return true
+	}
+	if d.part.released.Load() {
+		// Not claimed before its partition was given up: it goes back
+		// with the others, unless it was claimed just now.
+		d.revoke()
+	}
+	return d.state.CompareAndSwap(queued, claimed) || d.state.Load() == claimed
+}
+
+// revoke takes d back unless it was claimed; it reports whether d is
+// revoked.
+func (d *delivery) revoke() bool {
+	return d.state.CompareAndSwap(queued, revoked) || d.state.Load() == revoked
 }
 
 // done records that the delivery was settled (once).
@@ -310,6 +338,9 @@ func (d *delivery) Sequence() uint64     { return d.meta().Sequence.Stream }
 func (d *delivery) Timestamp() time.Time { return d.meta().Timestamp }
 
 func (d *delivery) Ack(ctx context.Context) error {
+	if !d.Claim() {
+		return fmt.Errorf("natsjs: ack: %w", broker.ErrRevoked)
+	}
 	defer d.done()
 	var err error
 	if d.confirm {
@@ -321,7 +352,16 @@ func (d *delivery) Ack(ctx context.Context) error {
 }
 
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	if !d.Claim() {
+		return fmt.Errorf("natsjs: nack: %w", broker.ErrRevoked)
+	}
 	defer d.done()
+	if d.part != nil && d.part.released.Load() {
+		// The partition is being handed over: the events after this one
+		// go back at once and in order, so this one must too, or the
+		// next owner would get them before it.
+		delay = 0
+	}
 	if delay <= 0 {
 		return wrapAckErr("nack", d.m.Nak())
 	}
@@ -329,6 +369,9 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 }
 
 func (d *delivery) Term(ctx context.Context, reason string) error {
+	if !d.Claim() {
+		return fmt.Errorf("natsjs: term: %w", broker.ErrRevoked)
+	}
 	defer d.done()
 	if reason == "" || !d.b.termReason {
 		return wrapAckErr("term", d.m.Term())
