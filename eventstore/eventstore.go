@@ -86,6 +86,18 @@ type Waiter interface {
 	Wait(ctx context.Context, after uint64) error
 }
 
+// Positioner is implemented by stores that can tell where their global
+// order ends, so that a reader can say how far behind it is. All three of
+// Herald's stores implement it.
+type Positioner interface {
+	// LastPosition returns the position of the newest event stored (0
+	// when there is none): a reader whose checkpoint is at it has read
+	// every event stored so far. Positions need not be contiguous, so
+	// the difference to a checkpoint bounds, and does not count, the
+	// events still to read.
+	LastPosition(ctx context.Context) (uint64, error)
+}
+
 // Record is a stored event.
 type Record struct {
 	// Stream is the stream the event belongs to.

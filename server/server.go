@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -80,6 +81,11 @@ type Config struct {
 	TopicRetention map[string]admin.Retention
 	// Audit configures the audit log.
 	Audit AuditConfig
+	// ProjectionsURL, if set, is the PostgreSQL database projections keep
+	// their state in (package projection): the admin API, the dashboard
+	// and `herald projection` read it from there and ask for rebuilds
+	// there (serve --projections-postgres-url).
+	ProjectionsURL string
 
 	// TLS, if set, serves every listener (NATS, admin, registry) over TLS
 	// with this certificate; with ClientCAFile, clients must present a
@@ -188,6 +194,8 @@ type Server struct {
 	policy    auth.AdminPolicy
 
 	gateway *gateway.Gateway
+
+	projections *pgxpool.Pool
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -318,7 +326,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log)); err != nil {
 		return fmt.Errorf("server: schema registry: %w", err)
 	}
-	if s.admin, err = admin.New(s.broker, admin.WithLogger(s.log)); err != nil {
+	adminOpts := []admin.Option{admin.WithLogger(s.log)}
+	if s.cfg.ProjectionsURL != "" {
+		if s.projections, err = openPostgres(ctx, s.cfg.ProjectionsURL); err != nil {
+			return fmt.Errorf("server: projections database (--projections-postgres-url): %w", err)
+		}
+		adminOpts = append(adminOpts, admin.WithProjections(s.projections))
+	}
+	if s.admin, err = admin.New(s.broker, adminOpts...); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	for topic, r := range s.cfg.TopicRetention {
@@ -628,6 +643,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.registry != nil {
 			_ = s.registry.Close()
 		}
+		if s.projections != nil {
+			s.projections.Close()
+		}
 		if s.events != nil {
 			_ = s.events.Close()
 		}
@@ -649,4 +667,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// openPostgres connects a small pool to url and checks that it answers.
+func openPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse URL: %w", err)
+	}
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }

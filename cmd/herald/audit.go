@@ -21,6 +21,7 @@ type opsFlags struct {
 	audit       string
 	postgresURL string
 	busyRate    int
+	projections string
 }
 
 func (f *opsFlags) register(cmd *cobra.Command) {
@@ -29,6 +30,7 @@ func (f *opsFlags) register(cmd *cobra.Command) {
 		"set a topic's retention at start, creating it if missing: TOPIC=max-age:72h,max-bytes:1GB,max-msgs:1000000 (repeatable)")
 	fl.StringVar(&f.audit, "audit", server.AuditSQLite, "audit log store: sqlite (in --data-dir), postgres (--audit-postgres-url) or off")
 	fl.StringVar(&f.postgresURL, "audit-postgres-url", "", "PostgreSQL URL of the postgres audit store")
+	fl.StringVar(&f.projections, "projections-postgres-url", "", "PostgreSQL URL of the database projections keep their state in, for herald projection and the dashboard")
 	fl.IntVar(&f.busyRate, "audit-busy-rate", 5000, "while events keep arriving, index at most this many per second (the index catches up when the load drops); 0: no cap")
 }
 
@@ -59,6 +61,7 @@ func (f *opsFlags) apply(cfg *server.Config) error {
 	if f.busyRate < 0 {
 		return fmt.Errorf("--audit-busy-rate %d: must not be negative", f.busyRate)
 	}
+	cfg.ProjectionsURL = f.projections
 	cfg.Audit = server.AuditConfig{Store: f.audit, PostgresURL: f.postgresURL, BusyRate: f.busyRate}
 	if f.busyRate == 0 {
 		cfg.Audit.BusyRate = -1 // no cap

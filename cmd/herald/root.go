@@ -67,6 +67,8 @@ func newRootCmd() *cobra.Command {
 		newAuthCmd(a),
 		newOutboxCmd(a),
 		newSagaCmd(a),
+		newStreamCmd(a),
+		newProjectionCmd(a),
 		newSubscribeCmd(a),
 		newAsyncAPICmd(a),
 	)

@@ -35,6 +35,7 @@ func New() *Store {
 
 var _ eventstore.Store = (*Store)(nil)
 var _ eventstore.Waiter = (*Store)(nil)
+var _ eventstore.Positioner = (*Store)(nil)
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, name string, expected eventstore.Expected, events ...*event.Event) (eventstore.AppendResult, error) {
@@ -249,4 +250,15 @@ func (s *Store) Wait(ctx context.Context, after uint64) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// LastPosition returns the position of the last event stored, 0 when
+// there is none.
+func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return uint64(len(s.all)), nil
 }

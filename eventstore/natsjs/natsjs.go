@@ -166,6 +166,62 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// Open returns a Store on the JetStream stream an earlier New created,
+// without creating or changing it: for tools that read a store they do
+// not own. When the stream does not exist the error wraps
+// eventstore.ErrNotFound. WithStream, WithPrefix and WithTimeout apply;
+// the other options are the stream's own.
+func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
+	if nc == nil {
+		return nil, errors.New("eventstore/natsjs: connection is nil")
+	}
+	s := &Store{nc: nc, name: DefaultStream, prefix: DefaultPrefix, replicas: 1, dupWindow: 2 * time.Minute, timeout: 10 * time.Second, heads: map[string]head{}}
+	for _, o := range opts {
+		o(s)
+	}
+	switch {
+	case !streamNameRE.MatchString(s.name):
+		return nil, fmt.Errorf("eventstore/natsjs: stream name %q: want 1 to 64 letters, digits, _ or -", s.name)
+	case !prefixRE.MatchString(s.prefix):
+		return nil, fmt.Errorf("eventstore/natsjs: prefix %q: want dot-separated tokens of letters, digits, _ or -", s.prefix)
+	case s.timeout <= 0:
+		return nil, fmt.Errorf("eventstore/natsjs: timeout %v must be positive", s.timeout)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/natsjs: %w", err)
+	}
+	s.js = js
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	st, err := js.Stream(ctx, s.name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("eventstore/natsjs: stream %q: %w: no event store was created there", s.name, eventstore.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/natsjs: open stream %q: %w", s.name, err)
+	}
+	s.st = st
+	return s, nil
+}
+
+// LastPosition returns the position of the store's last message on an
+// event subject (an event, or a tombstone marker, which ReadAll passes
+// over), 0 when there is none. A reader whose checkpoint is at it has read
+// everything stored so far.
+func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	m, err := s.st.GetLastMsgForSubject(ctx, s.prefix+".e.>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("eventstore/natsjs: last position: %w", err)
+	}
+	return m.Sequence, nil
+}
+
 // Stream returns the name of the JetStream stream.
 func (s *Store) Stream() string { return s.name }
 
@@ -173,6 +229,7 @@ func (s *Store) Stream() string { return s.name }
 func (s *Store) Prefix() string { return s.prefix }
 
 var _ eventstore.Store = (*Store)(nil)
+var _ eventstore.Positioner = (*Store)(nil)
 
 func (s *Store) subject(stream string) string     { return s.prefix + ".e." + stream }
 func (s *Store) metaSubject(stream string) string { return s.prefix + ".m." + stream }
@@ -471,7 +528,8 @@ func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq
 			dcancel()
 		}()
 		// A consumer with nothing to deliver would wait forever: ask.
-		if ci := cons.CachedInfo(); ci.NumPending == 0 {
+		pending := cons.CachedInfo().NumPending
+		if pending == 0 {
 			return
 		}
 		for {
@@ -479,7 +537,10 @@ func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq
 				yield(nil, err)
 				return
 			}
-			batch, err := cons.Fetch(500, jetstream.FetchMaxWait(s.timeout))
+			// Ask for no more than is pending: a fetch for more waits out
+			// its max wait for messages that do not exist, and keeps its
+			// goroutine that long after an iteration stopped early.
+			batch, err := cons.Fetch(int(min(pending, 500)), jetstream.FetchMaxWait(s.timeout))
 			if err != nil {
 				yield(nil, err)
 				return
@@ -501,6 +562,7 @@ func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq
 				if meta.Sequence.Stream >= lastSeq || meta.NumPending == 0 {
 					return
 				}
+				pending = meta.NumPending
 			}
 			if err := batch.Error(); err != nil {
 				yield(nil, err)

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"go.uber.org/goleak"
 	"strings"
 	"sync"
 	"testing"
@@ -19,11 +18,7 @@ import (
 var emb *natsjs.Embedded
 
 func TestMain(m *testing.M) {
-	// A Load that stops before the end of its fetch batch leaves nats.go's
-	// fetch goroutine waiting until the fetch's max wait (the store's
-	// timeout) runs out; it ends by itself then.
-	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e },
-		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*pullConsumer).fetch.func1"))
+	testenv.MainWithNATS(m, natsjs.EmbeddedConfig{}, func(e *natsjs.Embedded) { emb = e })
 }
 
 // newStore returns a store on a JetStream stream of its own, removed when
@@ -132,5 +127,60 @@ func TestAppendTooLarge(t *testing.T) {
 	_, err := s.Append(t.Context(), "big-1", eventstore.Any, storetest.Events("t.v1", esnats.MaxBatch+1)...)
 	if !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("append of %d events: %v, want ErrInvalid", esnats.MaxBatch+1, err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	s := newStore(t)
+	if _, err := s.Append(t.Context(), "open-1", eventstore.NoStream, storetest.Events("t.v1", 3)...); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := emb.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	o, err := esnats.Open(t.Context(), nc, esnats.WithStream(s.Stream()), esnats.WithPrefix(s.Prefix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := eventstore.Collect(o.Load(t.Context(), "open-1", 0))
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("load through an opened store: %d events, %v; want 3", len(recs), err)
+	}
+	head, err := o.LastPosition(t.Context())
+	if err != nil || head != recs[2].Position {
+		t.Fatalf("last position %d, %v; want %d", head, err, recs[2].Position)
+	}
+	// A tombstone marker is the newest message on an event subject.
+	if err := o.Tombstone(t.Context(), "open-1"); err != nil {
+		t.Fatal(err)
+	}
+	if head2, err := o.LastPosition(t.Context()); err != nil || head2 <= head {
+		t.Fatalf("last position after a tombstone %d, %v; want past %d", head2, err, head)
+	}
+	if _, err := esnats.Open(t.Context(), nc, esnats.WithStream("ES_MISSING_"+strings.ToUpper(rand.Text()[:8]))); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Fatalf("open of a missing stream: %v, want ErrNotFound", err)
+	}
+}
+
+// TestLoadStopsEarly stops a Load after its first event: the fetch under
+// it must not outlive it (TestMain checks for leaked goroutines).
+func TestLoadStopsEarly(t *testing.T) {
+	s := newStore(t)
+	if _, err := s.Append(t.Context(), "early-1", eventstore.NoStream, storetest.Events("t.v1", 20)...); err != nil {
+		t.Fatal(err)
+	}
+	for r, err := range s.Load(t.Context(), "early-1", 0) {
+		if err != nil || r.Version != 1 {
+			t.Fatalf("first event: %+v, %v", r, err)
+		}
+		break
+	}
+	for r, err := range s.ReadAll(t.Context(), 0) {
+		if err != nil || r.Version != 1 {
+			t.Fatalf("first event of read all: %+v, %v", r, err)
+		}
+		break
 	}
 }

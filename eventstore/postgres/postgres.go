@@ -160,6 +160,7 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 }
 
 var _ eventstore.Store = (*Store)(nil)
+var _ eventstore.Positioner = (*Store)(nil)
 
 // Append implements eventstore.Store, in a transaction of its own.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.Expected, events ...*event.Event) (eventstore.AppendResult, error) {
@@ -578,4 +579,18 @@ func (s *Store) Horizon(ctx context.Context) (uint64, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// LastPosition returns the position of the last committed event, 0 when
+// there is none. Unlike Horizon it does not wait for open transactions:
+// an append still open may commit below it.
+func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
+	var last *int64
+	if err := s.pool.QueryRow(ctx, fmt.Sprintf(`SELECT max(position) FROM %s`, s.t.events)).Scan(&last); err != nil {
+		return 0, fmt.Errorf("eventstore/postgres: last position: %w", err)
+	}
+	if last == nil {
+		return 0, nil
+	}
+	return uint64(*last), nil
 }

@@ -423,6 +423,12 @@ func testReadAll(t *testing.T, s eventstore.Store) {
 	if tail, err := eventstore.Collect(s.ReadAll(t.Context(), last)); err != nil || len(tail) != 0 {
 		t.Errorf("read after the last position: %d events, %v", len(tail), err)
 	}
+	if p, ok := s.(eventstore.Positioner); ok {
+		head, err := p.LastPosition(t.Context())
+		if err != nil || head != last {
+			t.Errorf("last position %d, %v; want %d, the position of the last event read", head, err, last)
+		}
+	}
 }
 
 func testSubscribe(t *testing.T, s eventstore.Store) {
@@ -498,6 +504,11 @@ func testSubscribe(t *testing.T, s eventstore.Store) {
 }
 
 func testLast(t *testing.T, s eventstore.Store) {
+	if p, ok := s.(eventstore.Positioner); ok {
+		if head, err := p.LastPosition(t.Context()); err != nil || head != 0 {
+			t.Errorf("last position of an empty store: %d, %v; want 0", head, err)
+		}
+	}
 	if _, err := s.Last(t.Context(), "last-1"); !errors.Is(err, eventstore.ErrNotFound) {
 		t.Errorf("last of a missing stream: %v, want ErrNotFound", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,12 +49,14 @@ const (
 
 // Service performs the operations. It is safe for concurrent use.
 type Service struct {
-	b          *natsjs.Broker
-	js         jetstream.JetStream
-	nc         *nats.Conn
-	log        *slog.Logger
-	pauseBound time.Duration
-	now        func() time.Time
+	b           *natsjs.Broker
+	js          jetstream.JetStream
+	nc          *nats.Conn
+	log         *slog.Logger
+	pauseBound  time.Duration
+	now         func() time.Time
+	es          eventStore
+	projections *pgxpool.Pool
 }
 
 // Option configures a Service.

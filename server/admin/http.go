@@ -51,6 +51,10 @@ const (
 //	GET    /api/v1/trace/{correlation}[?payload=true]
 //	GET    /api/v1/sagas?state=&bucket=        saga instances
 //	GET    /api/v1/sagas/{id}?bucket=          one instance with its step history
+//	GET    /api/v1/streams/{stream}?from=&limit=  events of an event-sourced stream
+//	GET    /api/v1/projections                 projections with position, lag and state
+//	GET    /api/v1/projections/{name}          one projection
+//	POST   /api/v1/projections/{name}/rebuild  ask its projector to rebuild it
 //
 // Answers are JSON; errors are {"error": "..."} with a 4xx status for bad
 // input, unknown names and conflicts. auditLog may be nil when the audit
@@ -70,6 +74,8 @@ func Handler(s *Service, auditLog AuditLog) http.Handler {
 	mux.HandleFunc("GET /api/v1/audit", h.auditQuery)
 	mux.HandleFunc("GET /api/v1/trace/{correlation}", h.trace)
 	h.sagaRoutes(mux)
+	h.streamRoutes(mux)
+	h.projectionRoutes(mux)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -111,6 +117,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrMediaType):
 		code = http.StatusUnsupportedMediaType
+	case errors.Is(err, ErrUnavailable):
+		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):

@@ -67,6 +67,12 @@ func TestHandlerErrors(t *testing.T) {
 		{"retention bad topic", "PUT", "/api/v1/topics/bad%20name/retention", `{"max_age":"1h"}`, 400, "topic name"},
 		{"audit off", "GET", "/api/v1/audit?type=x", "", 503, "audit log is off"},
 		{"trace off", "GET", "/api/v1/trace/c-1", "", 503, "audit log is off"},
+		{"stream bad from", "GET", "/api/v1/streams/order-1?from=x", "", 400, "from"},
+		{"stream bad limit", "GET", "/api/v1/streams/order-1?limit=1001", "", 400, "limit"},
+		{"stream bad name", "GET", "/api/v1/streams/order..1", "", 400, "stream name"},
+		{"projections off", "GET", "/api/v1/projections", "", 503, "--projections-postgres-url"},
+		{"projection off", "GET", "/api/v1/projections/summary", "", 503, "--projections-postgres-url"},
+		{"rebuild off", "POST", "/api/v1/projections/summary/rebuild", "", 503, "--projections-postgres-url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
