@@ -68,6 +68,7 @@ type options struct {
 	heartbeat     time.Duration
 	dialTimeout   time.Duration
 	replicas      int
+	foreignTypes  map[string]string
 }
 
 // WithLogger sets the logger for connection loss and recovery. Default

@@ -545,6 +545,7 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 	m.Data = ad.Body
 	d.ct = ad.ContentType
 	var prior, count int64
+	herald := false
 	n := len(ad.Headers)
 	if ad.ContentType != "" {
 		n++
@@ -563,6 +564,7 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 				d.seq = uint64(intHeader(v))
 			case hTime:
 				d.at = time.UnixMilli(intHeader(v))
+				herald = true
 			case hAttempt:
 				prior = intHeader(v)
 			}
@@ -596,6 +598,9 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 	d.attempt = int(1 + prior + count)
 	if d.at.IsZero() {
 		d.at = ad.Timestamp
+	}
+	if !herald {
+		d.s.b.o.adopt(m, ad.Timestamp)
 	}
 	d.copyHdr = ad.Headers
 }
@@ -710,7 +715,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	hd[hRoute] = d.msg.Route
 	hd[hAttempt] = int64(d.attempt)
 	errs := d.s.b.sendRaw(ctx, []rawMsg{{exchange: "", key: dq, p: amqp.Publishing{
-		Headers: hd, ContentType: d.ct, MessageId: d.msg.ID, Body: d.msg.Data,
+		Headers: hd, ContentType: d.ct, MessageId: d.msg.ID, Timestamp: d.at, Body: d.msg.Data,
 	}}})
 	if errs[0] != nil {
 		_ = st.ch.Nack(d.tag, false, true)
