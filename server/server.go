@@ -33,6 +33,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
@@ -165,8 +166,10 @@ type Server struct {
 	regLn    net.Listener
 	registry *schema.Registry
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
-	mux      *http.ServeMux
-	metrics  *prometheus.Registry
+	// eventsBinding is the CloudEvents binding of events' headers.
+	eventsBinding event.Binding
+	mux           *http.ServeMux
+	metrics       *prometheus.Registry
 	// telem holds the SDK-side metric families (publish, consume) on
 	// metrics, registered once and shared by everything in the process
 	// that publishes or consumes: the gateway and herald dev's services.
@@ -318,7 +321,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log)); err != nil {
 		return fmt.Errorf("server: schema registry: %w", err)
 	}
-	if s.admin, err = admin.New(s.broker, admin.WithLogger(s.log)); err != nil {
+	adminOpts := []admin.Option{admin.WithLogger(s.log)}
+	if s.events != nil {
+		// Operations act on the topics and groups of the broker events
+		// live on; Herald's own state stays in the embedded JetStream.
+		adminOpts = append(adminOpts, admin.WithEvents(s.events, s.eventsBinding))
+	}
+	if s.admin, err = admin.New(s.broker, adminOpts...); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	for topic, r := range s.cfg.TopicRetention {
@@ -498,11 +507,11 @@ func (s *Server) openEvents(ctx context.Context) error {
 	if s.cfg.BrokerURL == "" || s.externalNATS() {
 		return nil
 	}
-	b, _, err := herald.OpenBroker(ctx, s.cfg.BrokerURL, s.log)
+	b, binding, err := herald.OpenBroker(ctx, s.cfg.BrokerURL, s.log)
 	if err != nil {
 		return fmt.Errorf("server: --broker: %w", err)
 	}
-	s.events = b
+	s.events, s.eventsBinding = b, binding
 	return nil
 }
 

@@ -40,6 +40,7 @@ type Broker struct {
 	cfgs   map[string]broker.TopicConfig
 
 	delays sync.Map // delay queue name -> time.Time declared
+	noted  sync.Map // catalog entries written: topic+"\x00"+group, and "" for the stream
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -319,6 +320,7 @@ func (b *Broker) ensureTopic(ctx context.Context, topic string) error {
 		return fmt.Errorf("rabbitmq: topic %q: %w", topic, err)
 	}
 	b.known.Store(topic, struct{}{})
+	b.note(ctx, topic, "")
 	return nil
 }
 

@@ -78,6 +78,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 			return nil, fmt.Errorf("rabbitmq: topic %q group %q: %w", topic, g.name, err)
 		}
 	}
+	b.note(ctx, topic, g.name)
 	s := &subscription{
 		b: b, g: g, opts: opts,
 		changed:   make(chan struct{}),
@@ -436,7 +437,7 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 // longer be settled.
 func (s *subscription) accept(st *subState, ad *amqp.Delivery) *delivery {
 	d := &delivery{s: s, st: st, tag: ad.DeliveryTag, queue: st.queueOf[ad.ConsumerTag]}
-	d.decode(s.g.topic, ad)
+	d.decode(s.g.topic, ad, &s.b.o)
 	s.mu.Lock()
 	if s.closing || s.st != st {
 		same := s.st == st
@@ -537,7 +538,7 @@ func intHeader(v any) int64 {
 	return 0
 }
 
-func (d *delivery) decode(topic string, ad *amqp.Delivery) {
+func (d *delivery) decode(topic string, ad *amqp.Delivery, o *options) {
 	m := &d.msg
 	m.Topic = topic
 	m.Route = ad.RoutingKey
@@ -600,7 +601,7 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 		d.at = ad.Timestamp
 	}
 	if !herald {
-		d.s.b.o.adopt(m, ad.Timestamp)
+		o.adopt(m, ad.Timestamp)
 	}
 	d.copyHdr = ad.Headers
 }

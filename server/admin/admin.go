@@ -54,6 +54,9 @@ type Service struct {
 	log        *slog.Logger
 	pauseBound time.Duration
 	now        func() time.Time
+	// ev, when set, performs the operations on the Kafka or RabbitMQ
+	// broker events live on (WithEvents).
+	ev *events
 }
 
 // Option configures a Service.
@@ -78,6 +81,11 @@ func New(b *natsjs.Broker, opts ...Option) (*Service, error) {
 	}
 	if s.pauseBound <= 0 {
 		return nil, fmt.Errorf("admin: pause bound %v must be positive", s.pauseBound)
+	}
+	if s.ev != nil {
+		if err := s.ev.init(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
