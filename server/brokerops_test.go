@@ -27,7 +27,8 @@ import (
 // and RabbitMQ (the local server). A handler fails, the events land in the
 // dead-letter queue with their context and /metrics shows its depth; the
 // handler is fixed, a redrive pushes them through once each and the depth
-// goes back to 0 with the group idle; then the group is rewound to a time
+// goes back to 0 with the group idle (lag and /metrics, which read the
+// broker); then the group is rewound to a time
 // and receives again exactly the events stored since.
 func TestOperationsOnEveryBroker(t *testing.T) {
 	brokers := map[string]func(t *testing.T) string{
@@ -149,6 +150,7 @@ func operate(t *testing.T, brokerURL string) {
 		ids[e.ID] = true
 	}
 	dlqSeries := fmt.Sprintf(`herald_dlq_depth_messages{topic=%q}`, consumer.DeadLetterTopic(topic))
+	pendingSeries := fmt.Sprintf(`herald_consumer_pending_messages{group=%q,topic=%q}`, group, topic)
 	eventually(t, 60*time.Second, "every event in the dead-letter queue, seen by /metrics", func() (bool, string) {
 		v, ok := gauge(t, srv.AdminURL(), dlqSeries)
 		return ok && v == n, fmt.Sprintf("%s = %v (present %v), handler failures %d", dlqSeries, v, ok, fails.Load())
@@ -196,12 +198,15 @@ func operate(t *testing.T, brokerURL string) {
 		t.Helper()
 		eventually(t, 60*time.Second, what, func() (bool, string) {
 			v, ok := gauge(t, srv.AdminURL(), dlqSeries)
+			pending, pok := gauge(t, srv.AdminURL(), pendingSeries)
+			up, _ := gauge(t, srv.AdminURL(), "herald_broker_stats_up")
 			lags, err := cl.Lag(ctx, topic, group)
 			if err != nil {
 				return false, err.Error()
 			}
 			idle := len(lags) == 1 && lags[0].Topic == topic && lags[0].Group == group && lags[0].Pending == 0 && lags[0].InFlight == 0
-			return ok && v == 0 && idle, fmt.Sprintf("%s = %v, lag %+v", dlqSeries, v, lags)
+			return ok && v == 0 && pok && pending == 0 && up == 1 && idle,
+				fmt.Sprintf("%s = %v, %s = %v (present %v), stats up %v, lag %+v", dlqSeries, v, pendingSeries, pending, pok, up, lags)
 		})
 	}
 	idle("the dead-letter depth back to 0 on /metrics and the group idle")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -25,6 +26,7 @@ const (
 	catalogName = "herald/catalog"
 	hCatTopic   = "herald-catalog-topic"
 	hCatGroup   = "herald-catalog-group"
+	hCatGone    = "herald-catalog-gone"
 	// readIdle bounds the wait for the next message of a stream while
 	// reading it up to a marker that was already confirmed.
 	readIdle = 30 * time.Second
@@ -57,6 +59,31 @@ func (b *Broker) note(ctx context.Context, topic, group string) {
 	b.noted.Store(key, struct{}{})
 }
 
+// forget records in the catalog that topic (with its groups), or group
+// of topic, was deleted.
+func (b *Broker) forget(ctx context.Context, topic, group string) {
+	if !b.o.topicLog {
+		return
+	}
+	b.noted.Range(func(k, _ any) bool {
+		if key := k.(string); key == topic+"\x00"+group || group == "" && strings.HasPrefix(key, topic+"\x00") {
+			b.noted.Delete(k)
+		}
+		return true
+	})
+	err := b.ensureCatalog(ctx)
+	if err == nil {
+		hd := amqp.Table{hCatTopic: topic, hCatGone: true}
+		if group != "" {
+			hd[hCatGroup] = group
+		}
+		err = b.sendRaw(ctx, []rawMsg{{key: catalogName, p: amqp.Publishing{Headers: hd}}})[0]
+	}
+	if err != nil {
+		b.o.log.Warn("rabbitmq: catalog entry of a deletion not written", "topic", topic, "group", group, "error", err)
+	}
+}
+
 func (b *Broker) ensureCatalog(ctx context.Context) error {
 	if _, ok := b.noted.Load(""); ok {
 		return nil
@@ -86,10 +113,19 @@ func (b *Broker) catalog(ctx context.Context) (map[string]map[string]bool, error
 		if t == "" {
 			return true
 		}
+		g, _ := ad.Headers[hCatGroup].(string)
+		if gone, _ := ad.Headers[hCatGone].(bool); gone {
+			if g == "" {
+				delete(out, t)
+			} else if out[t] != nil {
+				delete(out[t], g)
+			}
+			return true
+		}
 		if out[t] == nil {
 			out[t] = map[string]bool{}
 		}
-		if g, _ := ad.Headers[hCatGroup].(string); g != "" {
+		if g != "" {
 			out[t][g] = true
 		}
 		return true

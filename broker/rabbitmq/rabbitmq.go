@@ -410,6 +410,8 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string, groups ...string
 			return fmt.Errorf("rabbitmq: delete exchange %q: %w", x, err)
 		}
 	}
+	b.known.Delete(topic)
+	b.forget(ctx, topic, "")
 	return nil
 }
 
