@@ -34,6 +34,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/audit"
@@ -171,8 +172,10 @@ type Server struct {
 	regLn    net.Listener
 	registry *schema.Registry
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
-	mux      *http.ServeMux
-	metrics  *prometheus.Registry
+	// eventsBinding is the CloudEvents binding of events' headers.
+	eventsBinding event.Binding
+	mux           *http.ServeMux
+	metrics       *prometheus.Registry
 	// telem holds the SDK-side metric families (publish, consume) on
 	// metrics, registered once and shared by everything in the process
 	// that publishes or consumes: the gateway and herald dev's services.
@@ -332,6 +335,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("server: projections database (--projections-postgres-url): %w", err)
 		}
 		adminOpts = append(adminOpts, admin.WithProjections(s.projections))
+	}
+	if s.events != nil {
+		// Operations act on the topics and groups of the broker events
+		// live on; Herald's own state stays in the embedded JetStream.
+		adminOpts = append(adminOpts, admin.WithEvents(s.events, s.eventsBinding))
 	}
 	if s.admin, err = admin.New(s.broker, adminOpts...); err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -513,11 +521,11 @@ func (s *Server) openEvents(ctx context.Context) error {
 	if s.cfg.BrokerURL == "" || s.externalNATS() {
 		return nil
 	}
-	b, _, err := herald.OpenBroker(ctx, s.cfg.BrokerURL, s.log)
+	b, binding, err := herald.OpenBroker(ctx, s.cfg.BrokerURL, s.log)
 	if err != nil {
 		return fmt.Errorf("server: --broker: %w", err)
 	}
-	s.events = b
+	s.events, s.eventsBinding = b, binding
 	return nil
 }
 

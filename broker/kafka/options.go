@@ -29,6 +29,7 @@ type config struct {
 	logger         *slog.Logger
 	maxDelayed     int
 	compression    Compression
+	foreignTypes   map[string]string
 }
 
 func defaultConfig() config {

@@ -568,6 +568,9 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 				if !decoded {
 					d.msg = decodeMessage(e.rec, s.topic)
 				}
+				if d.msg.Route == "" {
+					s.b.cfg.adopt(&d.msg, e.seq, e.ts)
+				}
 				return d, nil
 			}
 		}
@@ -910,7 +913,7 @@ func (s *subscription) ingest(fs kgo.Fetches) (pause, resume bool) {
 			}
 		}
 		if !settled && s.routes != nil {
-			if _, ok := s.routes[headerValue(r, HeaderRoute)]; !ok {
+			if _, ok := s.routes[s.routeOf(r)]; !ok {
 				settled = true
 			}
 		}

@@ -79,3 +79,100 @@ func TestReceiveCloudEventsAMQPBinding(t *testing.T) {
 		t.Errorf("structured mode: %+v", e)
 	}
 }
+
+// TestForeignMessages publishes plain messages as pika would, without
+// CloudEvents attributes: they decode as events with an id that does not
+// change on the redelivery after a Nack, a type from the configured
+// setting, the body's "event_type" field or the routing key.
+func TestForeignMessages(t *testing.T) {
+	t.Parallel()
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	plain, typed := "plain-"+suffix, "typed-"+suffix
+	b := newTestBroker(t, WithForeignTypes(map[string]string{typed: "shop.refund.issued.v1"}))
+	url := testURL(t)
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+	type want struct{ typ, ct, id string }
+	cases := []struct {
+		topic, key string
+		p          amqp.Publishing
+		want       want
+	}{
+		{plain, "payment.made", amqp.Publishing{Body: []byte(`{"amount":5}`), Timestamp: at}, want{"payment.made", "application/json", ""}},
+		{plain, "payment.any", amqp.Publishing{Body: []byte(`{"event_type":"payment.refunded","amount":6}`)}, want{"payment.refunded", "application/json", ""}},
+		{plain, "payment.made", amqp.Publishing{Body: []byte("not json"), ContentType: "text/plain", MessageId: "m-1"}, want{"payment.made", "text/plain", "m-1"}},
+		{typed, "x", amqp.Publishing{Body: []byte(`{"event_type":"ignored","amount":8}`)}, want{"shop.refund.issued.v1", "application/json", ""}},
+	}
+	subs := map[string]broker.Subscription{}
+	for _, topic := range []string{plain, typed} {
+		sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs[topic] = sub
+	}
+	for _, tc := range cases {
+		if err := ch.PublishWithContext(t.Context(), exchangeName(tc.topic), tc.key, false, false, tc.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, topic := range []string{plain, typed} {
+		byBody := map[string]want{}
+		for _, tc := range cases {
+			if tc.topic == topic {
+				byBody[string(tc.p.Body)] = tc.want
+			}
+		}
+		ids := map[string]string{}
+		for done := 0; done < len(byBody); {
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			d, err := subs[topic].Next(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("topic %s: waiting for message %d of %d: %v", topic, done+1, len(byBody), err)
+			}
+			m := d.Message()
+			e, err := event.AMQP.Decode(m.Header, m.Data)
+			if err != nil {
+				t.Fatalf("message %q with headers %v: %v", m.Data, m.Header, err)
+			}
+			w, ok := byBody[string(m.Data)]
+			if !ok {
+				t.Fatalf("unexpected message %q", m.Data)
+			}
+			if e.Type != w.typ || e.DataContentType != w.ct || e.Source != "amqp:"+topic || (w.id != "" && e.ID != w.id) {
+				t.Errorf("message %q: type %q content type %q source %q id %q, want %+v", m.Data, e.Type, e.DataContentType, e.Source, e.ID, w)
+			}
+			if string(m.Data) == `{"amount":5}` && !e.Time.Equal(at) {
+				t.Errorf("message %q: time %v, want the timestamp property %v", m.Data, e.Time, at)
+			}
+			first, seen := ids[string(m.Data)]
+			switch {
+			case !seen && d.Attempt() == 1:
+				ids[string(m.Data)] = e.ID
+				if err := d.Nack(t.Context(), 10*time.Millisecond); err != nil {
+					t.Fatal(err)
+				}
+			case seen && d.Attempt() == 2:
+				if e.ID != first {
+					t.Errorf("message %q: id %q on redelivery, %q first", m.Data, e.ID, first)
+				}
+				done++
+				if err := d.Ack(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				t.Fatalf("message %q: attempt %d (seen before: %v)", m.Data, d.Attempt(), seen)
+			}
+		}
+	}
+}

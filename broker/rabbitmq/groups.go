@@ -41,6 +41,7 @@ func (b *Broker) DeleteGroup(ctx context.Context, topic, group string) error {
 	if err := b.withTopo(ctx, func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) }); err != nil && !isNotFound(err) {
 		return fmt.Errorf("rabbitmq: delete group %q of topic %q: exchange %q: %w", group, topic, x, err)
 	}
+	b.forget(ctx, topic, group)
 	return nil
 }
 

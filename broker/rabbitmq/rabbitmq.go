@@ -40,6 +40,7 @@ type Broker struct {
 	cfgs   map[string]broker.TopicConfig
 
 	delays sync.Map // delay queue name -> time.Time declared
+	noted  sync.Map // catalog entries written: topic+"\x00"+group, and "" for the stream
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -68,6 +69,7 @@ type options struct {
 	heartbeat     time.Duration
 	dialTimeout   time.Duration
 	replicas      int
+	foreignTypes  map[string]string
 }
 
 // WithLogger sets the logger for connection loss and recovery. Default
@@ -318,6 +320,7 @@ func (b *Broker) ensureTopic(ctx context.Context, topic string) error {
 		return fmt.Errorf("rabbitmq: topic %q: %w", topic, err)
 	}
 	b.known.Store(topic, struct{}{})
+	b.note(ctx, topic, "")
 	return nil
 }
 
@@ -407,6 +410,8 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string, groups ...string
 			return fmt.Errorf("rabbitmq: delete exchange %q: %w", x, err)
 		}
 	}
+	b.known.Delete(topic)
+	b.forget(ctx, topic, "")
 	return nil
 }
 

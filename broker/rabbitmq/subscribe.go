@@ -78,6 +78,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts broker.Subscr
 			return nil, fmt.Errorf("rabbitmq: topic %q group %q: %w", topic, g.name, err)
 		}
 	}
+	b.note(ctx, topic, g.name)
 	s := &subscription{
 		b: b, g: g, opts: opts,
 		changed:   make(chan struct{}),
@@ -436,7 +437,7 @@ func (s *subscription) Next(ctx context.Context) (broker.Delivery, error) {
 // longer be settled.
 func (s *subscription) accept(st *subState, ad *amqp.Delivery) *delivery {
 	d := &delivery{s: s, st: st, tag: ad.DeliveryTag, queue: st.queueOf[ad.ConsumerTag]}
-	d.decode(s.g.topic, ad)
+	d.decode(s.g.topic, ad, &s.b.o)
 	s.mu.Lock()
 	if s.closing || s.st != st {
 		same := s.st == st
@@ -537,7 +538,7 @@ func intHeader(v any) int64 {
 	return 0
 }
 
-func (d *delivery) decode(topic string, ad *amqp.Delivery) {
+func (d *delivery) decode(topic string, ad *amqp.Delivery, o *options) {
 	m := &d.msg
 	m.Topic = topic
 	m.Route = ad.RoutingKey
@@ -545,6 +546,7 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 	m.Data = ad.Body
 	d.ct = ad.ContentType
 	var prior, count int64
+	herald := false
 	n := len(ad.Headers)
 	if ad.ContentType != "" {
 		n++
@@ -563,6 +565,7 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 				d.seq = uint64(intHeader(v))
 			case hTime:
 				d.at = time.UnixMilli(intHeader(v))
+				herald = true
 			case hAttempt:
 				prior = intHeader(v)
 			}
@@ -596,6 +599,9 @@ func (d *delivery) decode(topic string, ad *amqp.Delivery) {
 	d.attempt = int(1 + prior + count)
 	if d.at.IsZero() {
 		d.at = ad.Timestamp
+	}
+	if !herald {
+		o.adopt(m, ad.Timestamp)
 	}
 	d.copyHdr = ad.Headers
 }
@@ -710,7 +716,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	hd[hRoute] = d.msg.Route
 	hd[hAttempt] = int64(d.attempt)
 	errs := d.s.b.sendRaw(ctx, []rawMsg{{exchange: "", key: dq, p: amqp.Publishing{
-		Headers: hd, ContentType: d.ct, MessageId: d.msg.ID, Body: d.msg.Data,
+		Headers: hd, ContentType: d.ct, MessageId: d.msg.ID, Timestamp: d.at, Body: d.msg.Data,
 	}}})
 	if errs[0] != nil {
 		_ = st.ch.Nack(d.tag, false, true)

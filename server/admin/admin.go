@@ -57,6 +57,9 @@ type Service struct {
 	now         func() time.Time
 	es          eventStore
 	projections *pgxpool.Pool
+	// ev, when set, performs the operations on the Kafka or RabbitMQ
+	// broker events live on (WithEvents).
+	ev *events
 }
 
 // Option configures a Service.
@@ -81,6 +84,11 @@ func New(b *natsjs.Broker, opts ...Option) (*Service, error) {
 	}
 	if s.pauseBound <= 0 {
 		return nil, fmt.Errorf("admin: pause bound %v must be positive", s.pauseBound)
+	}
+	if s.ev != nil {
+		if err := s.ev.init(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

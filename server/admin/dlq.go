@@ -114,6 +114,9 @@ func (s *Service) dlqStream(ctx context.Context, dlq string) (jetstream.Stream, 
 
 // DLQs summarises every dead-letter topic.
 func (s *Service) DLQs(ctx context.Context) ([]DLQ, error) {
+	if s.ev != nil {
+		return s.ev.dlqs(ctx)
+	}
 	ts, err := s.topics(ctx)
 	if err != nil {
 		return nil, err
@@ -145,6 +148,9 @@ func (s *Service) DLQEntries(ctx context.Context, topic string, after uint64, li
 	if limit <= 0 || limit > 10_000 {
 		return nil, 0, fmt.Errorf("%w: limit %d: want 1 to 10000", ErrInvalid, limit)
 	}
+	if s.ev != nil {
+		return s.ev.dlqEntries(ctx, topic, after, limit)
+	}
 	dlq := DeadLetterTopicOf(topic)
 	st, err := s.dlqStream(ctx, dlq)
 	if err != nil || st == nil {
@@ -172,6 +178,9 @@ func (s *Service) DLQEntries(ctx context.Context, topic string, after uint64, li
 // DLQEntry returns the dead letter id ("<topic>:<seq>") with its headers
 // and payload.
 func (s *Service) DLQEntry(ctx context.Context, id string) (*Entry, error) {
+	if s.ev != nil {
+		return s.ev.dlqEntry(ctx, id)
+	}
 	dlq, seq, err := ParseEntryID(id)
 	if err != nil {
 		return nil, err
@@ -325,6 +334,9 @@ func (s *Service) Redrive(ctx context.Context, req RedriveRequest) (*RedriveResu
 	f, err := req.check()
 	if err != nil {
 		return nil, err
+	}
+	if s.ev != nil {
+		return s.ev.redrive(ctx, req, f)
 	}
 	rd := &redriver{s: s, f: f, req: req, res: &RedriveResult{DryRun: req.DryRun, Items: []RedriveItem{}}}
 	if len(req.IDs) > 0 {
@@ -590,6 +602,9 @@ func (s *Service) PurgeDLQ(ctx context.Context, topic, confirm string) (uint64, 
 	dlq := DeadLetterTopicOf(topic)
 	if confirm != topic && confirm != dlq {
 		return 0, fmt.Errorf("%w: purge %q: confirm with the topic name (got %q)", ErrInvalid, dlq, confirm)
+	}
+	if s.ev != nil {
+		return s.ev.purge(ctx, dlq)
 	}
 	st, err := s.dlqStream(ctx, dlq)
 	if err != nil || st == nil {

@@ -89,6 +89,9 @@ func topicInfo(t topicStream, dlqDepth uint64) TopicInfo {
 
 // Topics describes every topic, dead-letter topics included, by name.
 func (s *Service) Topics(ctx context.Context) ([]TopicInfo, error) {
+	if s.ev != nil {
+		return s.ev.topicsInfo(ctx)
+	}
 	ts, err := s.topics(ctx)
 	if err != nil {
 		return nil, err
@@ -133,6 +136,9 @@ func groupOf(ci *jetstream.ConsumerInfo) (group string, partitioned bool) {
 // Lag reports every group's lag, optionally only on topic and/or of
 // group, sorted by topic then group.
 func (s *Service) Lag(ctx context.Context, topic, group string) ([]GroupLag, error) {
+	if s.ev != nil {
+		return s.ev.lag(ctx, topic, group)
+	}
 	ts, err := s.topics(ctx)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,17 @@ func (b BrokerStats) Groups(ctx context.Context) ([]telemetry.GroupStats, error)
 
 // Topics implements telemetry.BrokerStats.
 func (b BrokerStats) Topics(ctx context.Context) ([]telemetry.TopicStats, error) {
+	if b.Service.ev != nil {
+		ts, err := b.Service.ev.topicsInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]telemetry.TopicStats, len(ts))
+		for i, t := range ts {
+			out[i] = telemetry.TopicStats{Topic: t.Topic, Messages: t.Messages, Bytes: t.Bytes, IsDLQ: t.DeadLetter}
+		}
+		return out, nil
+	}
 	ts, err := b.Service.topics(ctx)
 	if err != nil {
 		return nil, err

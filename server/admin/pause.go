@@ -20,6 +20,9 @@ type PauseResult struct {
 // until the given time: its members keep running and get nothing until
 // then, or until Resume.
 func (s *Service) Pause(ctx context.Context, group, topic string, until time.Time) (*PauseResult, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("pause a group")
+	}
 	if !until.After(s.now()) {
 		return nil, fmt.Errorf("%w: pause group %q until %s: the time has passed", ErrInvalid, group, until.Format(time.RFC3339))
 	}
@@ -29,6 +32,9 @@ func (s *Service) Pause(ctx context.Context, group, topic string, until time.Tim
 // Resume lifts a pause of group (on topic, or on every topic when empty).
 // Delivery starts again within a second.
 func (s *Service) Resume(ctx context.Context, group, topic string) (*PauseResult, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("resume a group")
+	}
 	// A pause that runs out wakes waiting pull requests; one cleared
 	// outright does not (see move), so the pause is shortened instead.
 	res, err := s.setPause(ctx, group, topic, s.now().Add(resumeAfter), "resumed")
@@ -84,6 +90,9 @@ type RewindPlan struct {
 // RewindPreview plans a rewind of group (on topic, or every topic when
 // empty) to the given start without changing anything.
 func (s *Service) RewindPreview(ctx context.Context, group, topic string, to broker.Start) ([]RewindPlan, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("preview a rewind")
+	}
 	if err := broker.ValidateName("group", group); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}

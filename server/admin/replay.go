@@ -232,6 +232,9 @@ func (s *Service) Rewind(ctx context.Context, group, topic string, to broker.Sta
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
+	if s.ev != nil {
+		return s.ev.rewind(ctx, group, topic, to)
+	}
 	parts, err := s.groupParts(ctx, group, topic)
 	if err != nil {
 		return nil, err
@@ -394,6 +397,9 @@ func (s *Service) ReplayInto(ctx context.Context, req ReplayIntoRequest) (*Repla
 	}
 	if req.MaxInFlight == 0 {
 		req.MaxInFlight = broker.DefaultMaxInFlight
+	}
+	if s.ev != nil {
+		return s.ev.replayInto(ctx, req)
 	}
 	parts, err := s.groupParts(ctx, req.Group, req.Topic)
 	if err != nil {

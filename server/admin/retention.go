@@ -156,6 +156,9 @@ func (s *Service) SetRetention(ctx context.Context, topic string, r Retention) (
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if s.ev != nil {
+		return s.ev.setRetention(ctx, topic, r)
+	}
 	_, st, err := s.topic(ctx, topic)
 	if errors.Is(err, ErrNotFound) {
 		if err := s.b.EnsureTopic(ctx, topic, broker.TopicConfig{}); err != nil {

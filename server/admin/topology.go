@@ -69,6 +69,9 @@ func toMessage(topic string, m *jetstream.RawStreamMsg) Message {
 // one pass over the last limit sequences, so it holds fewer messages when
 // some of them were deleted.
 func (s *Service) Messages(ctx context.Context, topic string, before uint64, limit int) ([]Message, uint64, error) {
+	if s.ev != nil {
+		return nil, 0, s.ev.unsupported("browse a topic")
+	}
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -171,6 +174,9 @@ func (s *Service) readBack(ctx context.Context, st jetstream.Stream, topic strin
 // Message returns the message at seq of topic, or an error wrapping
 // ErrNotFound.
 func (s *Service) Message(ctx context.Context, topic string, seq uint64) (*Message, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("show a message")
+	}
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -193,6 +199,9 @@ func (s *Service) Message(ctx context.Context, topic string, seq uint64) (*Messa
 // d, the last ending now, oldest first. It reads the stream's index by
 // time (n+1 lookups), not the messages.
 func (s *Service) Traffic(ctx context.Context, topic string, n int, d time.Duration) ([]uint64, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("topic traffic")
+	}
 	if n < 1 || n > 1000 || d <= 0 {
 		return nil, fmt.Errorf("%w: traffic of %d windows of %v: want 1 to 1000 windows of a positive width", ErrInvalid, n, d)
 	}
@@ -258,6 +267,9 @@ type Consumption struct {
 // Topology reads up to sample of the newest messages of every topic
 // (dead-letter topics left out) and every group's consumers.
 func (s *Service) Topology(ctx context.Context, sample int) (*Topology, error) {
+	if s.ev != nil {
+		return nil, s.ev.unsupported("topology")
+	}
 	if sample < 1 || sample > 10_000 {
 		return nil, fmt.Errorf("%w: sample %d: want 1 to 10000", ErrInvalid, sample)
 	}
