@@ -30,6 +30,9 @@ func startServer(t testing.TB, cfg server.Config) *server.Server {
 		cfg.DataDir = t.TempDir()
 	}
 	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.GatewayAddr != "" {
+		cfg.GatewayAddr = "127.0.0.1:0"
+	}
 	if cfg.Audit.Store == "" {
 		cfg.Audit.Store = server.AuditOff
 	}
