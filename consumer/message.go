@@ -41,6 +41,10 @@ type Message struct {
 
 	delivery broker.Delivery
 	received time.Time
+	// ev holds Event and ctx the handler's context, so that a delivery
+	// costs one allocation.
+	ev  event.Event
+	ctx msgCtx
 	// outcome is set by middleware that settles a delivery successfully in
 	// a special way (dead-lettered, duplicate, unknown type).
 	outcome Outcome
@@ -80,6 +84,47 @@ func Depth(e *event.Event) int {
 }
 
 type ctxKey struct{}
+
+// msgCtx is a context carrying a message, like WithMessage's.
+type msgCtx struct {
+	context.Context
+	m *Message
+}
+
+func (c *msgCtx) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c.m
+	}
+	return c.Context.Value(key)
+}
+
+// newMessage returns the Message of delivery d from topic, with its
+// envelope decoded by binding.
+func newMessage(d broker.Delivery, topic, group string, mode Mode, binding event.Binding) *Message {
+	raw := d.Message()
+	m := &Message{
+		Topic:    topic,
+		Group:    group,
+		Attempt:  d.Attempt(),
+		Sequence: d.Sequence(),
+		Stored:   d.Timestamp(),
+		Raw:      raw,
+		Mode:     mode,
+		delivery: d,
+		received: time.Now(),
+	}
+	m.Event, m.DecodeErr = binding.DecodeInto(&m.ev, raw.Header, raw.Data)
+	if m.Event != nil {
+		m.Handler = m.Event.Type
+	}
+	return m
+}
+
+// context returns ctx carrying m (see WithMessage) without allocating.
+func (m *Message) context(ctx context.Context) context.Context {
+	m.ctx = msgCtx{Context: ctx, m: m}
+	return &m.ctx
+}
 
 // WithMessage returns ctx carrying m, as the router does for handlers.
 func WithMessage(ctx context.Context, m *Message) context.Context {
@@ -181,6 +226,19 @@ func (e *RetryError) Error() string {
 
 // Unwrap returns the failure.
 func (e *RetryError) Unwrap() error { return e.Err }
+
+// isRetry reports whether err asks for a redelivery after a delay. (The
+// target of errors.As escapes: the helpers keep it off the success path.)
+func isRetry(err error) bool {
+	var re *RetryError
+	return errors.As(err, &re)
+}
+
+func retryDelay(err error) time.Duration {
+	var re *RetryError
+	errors.As(err, &re)
+	return re.Delay
+}
 
 // RetryAfter asks for redelivery of the event after delay.
 func RetryAfter(err error, delay time.Duration) error {

@@ -567,23 +567,7 @@ func laneKey(m *Message) string {
 }
 
 func (r *Router) decode(d broker.Delivery, topic string) *Message {
-	raw := d.Message()
-	m := &Message{
-		Topic:    topic,
-		Group:    r.group,
-		Attempt:  d.Attempt(),
-		Sequence: d.Sequence(),
-		Stored:   d.Timestamp(),
-		Raw:      raw,
-		Mode:     r.cfg.mode,
-		delivery: d,
-		received: time.Now(),
-	}
-	m.Event, m.DecodeErr = r.cfg.binding.Decode(raw.Header, raw.Data)
-	if m.Event != nil {
-		m.Handler = m.Event.Type
-	}
-	return m
+	return newMessage(d, topic, r.group, r.cfg.mode, r.cfg.binding)
 }
 
 func (r *Router) process(ctx context.Context, h Handler, m *Message) {
@@ -596,7 +580,7 @@ func (r *Router) process(ctx context.Context, h Handler, m *Message) {
 		}
 	}
 	start := time.Now()
-	err := h(WithMessage(ctx, m), m)
+	err := h(m.context(ctx), m)
 	elapsed := time.Since(start)
 	o := r.settle(ctx, m, err)
 	if r.cfg.observer != nil {
@@ -607,7 +591,6 @@ func (r *Router) process(ctx context.Context, h Handler, m *Message) {
 // settle acks, nacks or terminates the delivery according to err.
 func (r *Router) settle(ctx context.Context, m *Message, err error) Outcome {
 	d := m.delivery
-	var re *RetryError
 	var o Outcome
 	var serr error
 	switch {
@@ -624,9 +607,9 @@ func (r *Router) settle(ctx context.Context, m *Message, err error) Outcome {
 	case err == nil:
 		o = m.outcome
 		serr = d.Ack(ctx)
-	case errors.As(err, &re):
+	case isRetry(err):
 		o = OutcomeRetry
-		serr = d.Nack(ctx, re.Delay)
+		serr = d.Nack(ctx, retryDelay(err))
 	case errors.Is(err, ErrDrop):
 		o = OutcomeDrop
 		serr = d.Term(ctx, err.Error())

@@ -140,7 +140,15 @@ func (b Binding) HeaderCount(e *Event) int {
 // from data with [UnmarshalJSON], as the protocol bindings require of
 // receivers. Every error wraps [ErrInvalid] and names the offending header.
 func (b Binding) Decode(h map[string]string, data []byte) (*Event, error) {
-	e := &Event{Data: data}
+	return b.DecodeInto(&Event{}, h, data)
+}
+
+// DecodeInto is [Binding.Decode] into e, which it overwrites, so that a
+// caller can keep the event inside a value of its own instead of
+// allocating it. It returns e, or nil and the error; on error e holds
+// what was read so far.
+func (b Binding) DecodeInto(e *Event, h map[string]string, data []byte) (*Event, error) {
+	*e = Event{Data: data}
 	var spec string
 	for k, v := range h {
 		var name string
@@ -189,7 +197,8 @@ func (b Binding) Decode(h map[string]string, data []byte) (*Event, error) {
 			if err != nil {
 				return nil, fmt.Errorf("structured-mode message (content type %q): %w", e.DataContentType, err)
 			}
-			return ev, nil
+			*e = *ev
+			return e, nil
 		}
 		return nil, fmt.Errorf("%w: no %q header: not a binary-mode CloudEvent", ErrInvalid, b.kSpec)
 	}

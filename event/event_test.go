@@ -300,3 +300,36 @@ func FuzzUnmarshalJSON(f *testing.F) {
 		}
 	})
 }
+
+// DecodeInto overwrites what its target held, in both content modes.
+func TestDecodeIntoOverwrites(t *testing.T) {
+	want := full()
+	h := map[string]string{}
+	event.NATS.Encode(want, h)
+	structured, err := event.MarshalJSON(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		h    map[string]string
+		data []byte
+	}{
+		{"binary", h, want.Data},
+		{"structured", map[string]string{"content-type": event.ContentTypeJSON}, structured},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := &event.Event{ID: "stale", CausationID: "stale", Extensions: map[string]string{"stale": "1"}}
+			got, err := event.NATS.DecodeInto(target, tc.h, tc.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != target {
+				t.Fatalf("DecodeInto returned %p, want its target %p", got, target)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decoded\n %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ import (
 // TestStatusAndRequestedRebuild runs a projector, reads its state the way
 // tools do, and has it rebuild on request.
 func TestStatusAndRequestedRebuild(t *testing.T) {
-	p := pool(t)
+	p := testenv.PGPool(t, 8)
 	s := memory.New()
 	fill(t, s, 3000)
 	pr := summary(t, p, s)
@@ -88,7 +88,7 @@ func TestStatusAndRequestedRebuild(t *testing.T) {
 // TestStatusBehindAndFailed has the handler fail part-way: the state says
 // how far behind the projection stopped, and why.
 func TestStatusBehindAndFailed(t *testing.T) {
-	p := pool(t)
+	p := testenv.PGPool(t, 8)
 	s := memory.New()
 	fill(t, s, 1000)
 	name := "failing_" + strings.ToLower(rand.Text())[:10]

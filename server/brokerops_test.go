@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/admin"
+	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestOperationsOnEveryBroker is the operator's story, run on each broker
@@ -55,14 +56,14 @@ func TestOperationsOnEveryBroker(t *testing.T) {
 }
 
 func operate(t *testing.T, brokerURL string) {
-	srv := startServer(t, server.Config{BrokerURL: brokerURL})
+	srv := servertest.Start(t, server.Config{BrokerURL: brokerURL})
 	ctx := t.Context()
 	c, err := herald.Connect(ctx, herald.Config{URL: srv.EventsURL(), Source: "ops"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	topic := unique("orders")
+	topic := testenv.Unique("orders")
 	const group = "billing"
 	if rb, ok := c.Broker().(*rabbitmq.Broker); ok {
 		t.Cleanup(func() {

@@ -18,8 +18,10 @@ import (
 	"github.com/heraldhq/herald/server/gateway"
 )
 
-// startGateway mounts the HTTP gateway (server/gateway) on the admin
-// address: ingest under /v1/topics/, pull under /v1/groups/.
+// startGateway mounts the HTTP gateway (server/gateway): ingest under
+// /v1/topics/, pull under /v1/groups/, on the gateway listener when
+// Config.GatewayAddr sets one, else on the admin address. The
+// subscriptions API is an admin API and stays on the admin address.
 func (s *Server) startGateway(ctx context.Context) error {
 	var b broker.Broker = s.broker
 	binding := event.NATS
@@ -59,10 +61,27 @@ func (s *Server) startGateway(ctx context.Context) error {
 		return fmt.Errorf("server: gateway: %w", err)
 	}
 	s.gateway = gw
-	s.HandleRole("/v1/", "", "/v1/", auth.Requirement{Role: auth.RoleService, Check: s.mayUseGateway}, gw.Handler())
+	if s.gwLn != nil {
+		s.gwMux = http.NewServeMux()
+		s.gwMux.Handle("/", gw.Handler())
+		s.gwMux.HandleFunc("GET /healthz", s.healthz)
+		s.gwMux.HandleFunc("GET /readyz", s.readyz)
+	} else {
+		s.HandleRole("/v1/", "", "/v1/", auth.Requirement{Role: auth.RoleService, Check: s.mayUseGateway}, gw.Handler())
+	}
 	s.Handle("/api/v1/subscriptions", gw.SubscriptionsHandler())
 	s.Handle("/api/v1/subscriptions/", gw.SubscriptionsHandler())
 	return nil
+}
+
+// gatewayPolicy is the policy of the gateway listener: health checks are
+// public, the gateway's API needs a service (or an admin) that
+// mayUseGateway lets in.
+func (s *Server) gatewayPolicy(r *http.Request) auth.Requirement {
+	if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+		return auth.Requirement{Public: r.Method == http.MethodGet || r.Method == http.MethodHead}
+	}
+	return auth.Requirement{Role: auth.RoleService, Check: s.mayUseGateway}
 }
 
 // Gateway returns the HTTP gateway.

@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/server/admin"
 	"github.com/heraldhq/herald/server/auth"
+	"github.com/heraldhq/herald/server/gateway"
 	"github.com/heraldhq/herald/server/registry"
 )
 
@@ -62,8 +63,11 @@ func checkSecurity(cfg *Config) error {
 		return nil
 	}
 	secure := cfg.TLS != nil && (cfg.Auth || cfg.OIDC != nil)
-	for _, l := range []struct{ flag, addr string }{{"--nats-addr", cfg.NATSAddr}, {"--http-addr", cfg.HTTPAddr}, {"--registry-addr", cfg.RegistryAddr}} {
+	for _, l := range []struct{ flag, addr string }{{"--nats-addr", cfg.NATSAddr}, {"--http-addr", cfg.HTTPAddr}, {"--registry-addr", cfg.RegistryAddr}, {"--gateway-addr", cfg.GatewayAddr}} {
 		if l.flag == "--nats-addr" && (cfg.BrokerURL != "" && isNATSURL(cfg.BrokerURL)) {
+			continue
+		}
+		if l.flag == "--gateway-addr" && l.addr == "" {
 			continue
 		}
 		if !loopback(l.addr) && !secure {
@@ -254,8 +258,9 @@ func (s *Server) createTopic(ctx context.Context, topic string) error {
 	return s.broker.EnsureTopic(ctx, topic, broker.TopicConfig{})
 }
 
-// guards builds the middleware of the admin and registry listeners.
-func (s *Server) guards(ctx context.Context) (adminGuard, regGuard *auth.Guard, err error) {
+// guards builds the middleware of the admin, registry and gateway
+// listeners.
+func (s *Server) guards(ctx context.Context) (adminGuard, regGuard, gwGuard *auth.Guard, err error) {
 	var authn []auth.Authenticator
 	if s.auth != nil {
 		authn = append(authn, s.auth)
@@ -263,7 +268,7 @@ func (s *Server) guards(ctx context.Context) (adminGuard, regGuard *auth.Guard, 
 	if s.cfg.OIDC != nil {
 		o, err := auth.NewOIDC(ctx, *s.cfg.OIDC)
 		if err != nil {
-			return nil, nil, fmt.Errorf("server: %w", err)
+			return nil, nil, nil, fmt.Errorf("server: %w", err)
 		}
 		authn = append(authn, o)
 	}
@@ -285,7 +290,13 @@ func (s *Server) guards(ctx context.Context) (adminGuard, regGuard *auth.Guard, 
 		WriteError: registry.WriteError,
 		OnAction:   s.recordAction,
 	})
-	return adminGuard, regGuard, nil
+	// Publishing and pulling are the data plane, not administrative
+	// actions: the gateway listener records none.
+	gwGuard = auth.NewGuard(auth.GuardConfig{
+		Name: "gateway", Authenticators: authn, Policy: s.gatewayPolicy, AllowedHosts: hosts, Logger: s.log,
+		WriteError: gateway.WriteProblem,
+	})
+	return adminGuard, regGuard, gwGuard, nil
 }
 
 // ActionType is the event type of administrative actions in the audit
@@ -296,7 +307,8 @@ const ActionType = "herald.admin.action.v1"
 // where the audit log indexes it: `herald audit --type
 // herald.admin.action.v1`, or --subject with the actor's name.
 func (s *Server) recordAction(r *http.Request, a auth.Action) {
-	if s.broker == nil {
+	if s.broker == nil || strings.HasPrefix(a.Path, "/v1/") {
+		// The gateway's publishes, acks and nacks are the data plane.
 		return
 	}
 	data, _ := json.Marshal(a)

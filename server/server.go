@@ -63,6 +63,12 @@ type Config struct {
 	HTTPAddr string
 	// RegistryAddr serves the Confluent-compatible schema registry.
 	RegistryAddr string
+	// GatewayAddr, if set, serves the HTTP gateway (ingest under
+	// /v1/topics/, pull under /v1/groups/, and /healthz, /readyz) on a
+	// listener of its own, with the same TLS and authentication as the
+	// admin address. Empty: the gateway is served on HTTPAddr. The
+	// subscriptions API (/api/v1/subscriptions) stays on HTTPAddr.
+	GatewayAddr string
 	// Durability of confirmed messages: natsjs.Fast (default) or Sync.
 	Durability natsjs.Durability
 	// BrokerURL selects where events live, by scheme. nats:// or tls://
@@ -170,6 +176,9 @@ type Server struct {
 	httpLn   net.Listener
 	regSrv   *http.Server
 	regLn    net.Listener
+	gwSrv    *http.Server
+	gwLn     net.Listener // nil: the gateway is on the admin listener
+	gwMux    *http.ServeMux
 	registry *schema.Registry
 	events   broker.Broker // Kafka or RabbitMQ, when Config.BrokerURL names one
 	// eventsBinding is the CloudEvents binding of events' headers.
@@ -292,6 +301,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.regLn, err = listen("registry", "--registry-addr", s.cfg.RegistryAddr); err != nil {
 		return err
 	}
+	if s.cfg.GatewayAddr != "" {
+		if s.gwLn, err = listen("gateway", "--gateway-addr", s.cfg.GatewayAddr); err != nil {
+			return err
+		}
+	}
 	if s.externalNATS() {
 		s.broker, err = natsjs.New(ctx, natsjs.WithURL(s.cfg.BrokerURL), natsjs.WithLogger(s.log))
 		if err != nil {
@@ -365,7 +379,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.routes(); err != nil {
 		return err
 	}
-	adminGuard, regGuard, err := s.guards(ctx)
+	adminGuard, regGuard, gwGuard, err := s.guards(ctx)
 	if err != nil {
 		return err
 	}
@@ -377,9 +391,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.serve(s.httpSrv, s.httpLn)
 	s.serve(s.regSrv, s.regLn)
+	if s.gwLn != nil {
+		s.gwSrv = s.newHTTPServer(gwGuard.Wrap(s.gwMux))
+		if s.tls != nil {
+			s.gwLn = tls.NewListener(s.gwLn, s.tls)
+		}
+		s.serve(s.gwSrv, s.gwLn)
+	}
 	s.log.Info("herald started",
 		"nats", s.NATSURL(), "events", s.EventsURL(), "http", s.AdminURL(), "registry", s.RegistryURL(),
-		"data_dir", s.cfg.DataDir, "durability", string(s.cfg.Durability))
+		"gateway", s.GatewayURL(), "data_dir", s.cfg.DataDir, "durability", string(s.cfg.Durability))
 	return nil
 }
 
@@ -495,17 +516,21 @@ func (s *Server) routes() error {
 	s.mux.Handle("/api/v1/", admin.Handler(s.admin, auditLog))
 	s.mux.Handle("/api/v1/auth/", auth.Handler(s.auth))
 	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_s": int(time.Since(s.started).Seconds())})
-	})
-	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
-	})
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime_s": int(time.Since(s.started).Seconds())})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.Ready(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
 
 // externalNATS reports whether the platform runs on a JetStream it did
@@ -596,6 +621,15 @@ func (s *Server) RegistryURL() string {
 	return s.scheme() + "://" + s.regLn.Addr().String()
 }
 
+// GatewayURL returns the base URL of the HTTP gateway: its own listener
+// with Config.GatewayAddr, else the admin address.
+func (s *Server) GatewayURL() string {
+	if s.gwLn == nil {
+		return s.AdminURL()
+	}
+	return s.scheme() + "://" + s.gwLn.Addr().String()
+}
+
 // Admin returns the operations service behind the admin API.
 func (s *Server) Admin() *admin.Service { return s.admin }
 
@@ -626,7 +660,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, hs := range []struct {
 			srv *http.Server
 			ln  net.Listener
-		}{{s.httpSrv, s.httpLn}, {s.regSrv, s.regLn}} {
+		}{{s.httpSrv, s.httpLn}, {s.regSrv, s.regLn}, {s.gwSrv, s.gwLn}} {
 			if hs.srv != nil {
 				if err := hs.srv.Shutdown(ctx); err != nil {
 					errs = append(errs, err)

@@ -200,11 +200,12 @@ func benchConsumeHerald(b *testing.B, hb *natsjs.Broker, data []byte, keyOrder b
 }
 
 // BenchmarkPublishConcurrent is publishing under concurrent load with
-// durability sync: P goroutines each publish calls of n messages and wait
+// durability sync and fast: P goroutines each publish calls of n messages and wait
 // for their confirmation. raw is the nats.go client doing the same
 // (asynchronous publish, wait for the call's acks; the server fsyncs each
-// message), herald the adapter with group commit (one atomic batch and one
-// fsync per commit), herald-nogc the adapter without it.
+// message), herald the adapter with group commit (sync: one atomic batch
+// and one fsync per commit; fast: one fast batch, answered once),
+// herald-nogc the adapter without it.
 //
 //	go test -run '^$' -bench PublishConcurrent -benchtime 100000x ./broker/natsjs
 func BenchmarkPublishConcurrent(b *testing.B) {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,16 +27,35 @@ const (
 // maxAtomicBatch is the server's default cap on messages per atomic batch.
 const maxAtomicBatch = 1000
 
+// Fast batches: the server learns a message's place in its batch from its
+// reply subject, <inbox>.<batch id>.<flow>.<gap mode>.<batch seq>.<op>.$FI,
+// answers flow control every <flow> messages (at most 500) and the batch
+// once, on its commit.
+const (
+	fastBatchFlow    = "500"
+	fastBatchGapFail = "fail" // a missing message ends the batch
+	fastBatchSuffix  = ".$FI"
+	fastOpStart      = ".0"
+	fastOpAppend     = ".1"
+	fastOpCommit     = ".2"
+)
+
 // committer group-commits the messages published to one stream: messages
 // from concurrent Publish calls queue up while a batch is being committed
 // and go together in the next one, as one JetStream atomic batch, which
-// the server writes and (with sync durability) fsyncs once. One batch per
-// stream is in flight at a time, so batches commit in the order they were
-// queued and the messages of a key keep their order, also when a batch
-// falls back to publishing its messages one by one.
+// the server writes and (with sync durability) fsyncs once, or as one fast
+// batch, which the server answers once. One batch per stream is in flight
+// at a time, so batches commit in the order they were queued and the
+// messages of a key keep their order, also when a batch falls back to
+// publishing its messages one by one.
 type committer struct {
 	b  *Broker
 	si *streamInfo
+
+	// With fast batches: the answers to the batches come on inbox.>.
+	inbox   string
+	sub     *nats.Subscription
+	replies chan *nats.Msg
 
 	mu     sync.Mutex
 	queue  []*gcMsg
@@ -66,10 +87,19 @@ func (c *gcCall) settle(i int, err error) {
 	}
 }
 
-func newCommitter(b *Broker, si *streamInfo) *committer {
+func newCommitter(b *Broker, si *streamInfo) (*committer, error) {
 	c := &committer{b: b, si: si, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if si.batched {
+		c.inbox = b.nc.NewRespInbox()
+		c.replies = make(chan *nats.Msg, 1024)
+		sub, err := b.nc.ChanSubscribe(c.inbox+".>", c.replies)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: topic %q: group commit: %w", si.topic, err)
+		}
+		c.sub = sub
+	}
 	go c.loop()
-	return c
+	return c, nil
 }
 
 // enqueue adds the call's messages to the queue; it returns false when the
@@ -103,6 +133,9 @@ func (c *committer) close() {
 
 func (c *committer) loop() {
 	defer close(c.done)
+	if c.sub != nil {
+		defer func() { _ = c.sub.Unsubscribe() }()
+	}
 	var batch []*gcMsg
 	for {
 		c.mu.Lock()
@@ -148,7 +181,19 @@ type batchAck struct {
 // messages one by one, each deduplicated by its id, so every message gets
 // its own outcome.
 func (c *committer) commit(batch []*gcMsg) {
-	if len(batch) > 1 {
+	if len(batch) > 1 && c.sub != nil {
+		n, err := c.commitFast(batch)
+		for _, m := range batch[:n] {
+			m.call.settle(m.i, nil)
+		}
+		if n == len(batch) {
+			c.b.batches.Add(1)
+			return
+		}
+		c.b.log.Debug("natsjs: fast batch stopped part way, publishing the rest message by message", "stream", c.si.name,
+			"messages", len(batch), "confirmed", n, "error", err)
+		batch = batch[n:]
+	} else if len(batch) > 1 {
 		err := c.commitAtomic(batch)
 		for _, m := range batch {
 			delete(m.nm.Header, batchIDHeader)
@@ -156,6 +201,7 @@ func (c *committer) commit(batch []*gcMsg) {
 			delete(m.nm.Header, batchCommitHeader)
 		}
 		if err == nil {
+			c.b.batches.Add(1)
 			for _, m := range batch {
 				m.call.settle(m.i, nil)
 			}
@@ -226,6 +272,91 @@ func (c *committer) commitAtomic(batch []*gcMsg) error {
 		return fmt.Errorf("batch %s: server stored %d of %d messages", id, ack.Count, len(batch))
 	}
 	return nil
+}
+
+// fastReply is an answer to a fast batch: flow control (Type "ack"), a
+// gap or a message's error ("gap", "err"), or, without a Type, the
+// batch's publish acknowledgement.
+type fastReply struct {
+	Type  string `json:"type"`
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Batch string `json:"batch"`
+	Count int    `json:"count"`
+}
+
+// commitFast sends batch as one fast batch and returns how many of its
+// messages, from the first, the server confirmed stored (deduplicated
+// ones included). With gap mode "fail" the server stores a batch's
+// messages in order and ends the batch at the first one it refuses, so
+// the messages after the count were not stored by this batch.
+func (c *committer) commitFast(batch []*gcMsg) (int, error) {
+	// A message over the connection's limit would leave a gap in the
+	// batch: such batches go message by message, where it gets its error.
+	limit := c.b.nc.MaxPayload()
+	for _, m := range batch {
+		size := len(m.nm.Data) + len(m.nm.Subject)
+		for k, vs := range m.nm.Header {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4
+			}
+		}
+		if int64(size) > limit {
+			return 0, nats.ErrMaxPayload
+		}
+	}
+	id := c.si.batchPrefix + strconv.FormatUint(c.seq.Add(1), 10)
+	base := c.inbox + "." + id + "." + fastBatchFlow + "." + fastBatchGapFail + "."
+	last := len(batch) - 1
+	for i, m := range batch {
+		op := fastOpAppend
+		switch i {
+		case 0:
+			op = fastOpStart
+		case last:
+			op = fastOpCommit
+		}
+		m.nm.Reply = base + strconv.Itoa(i+1) + op + fastBatchSuffix
+		err := c.b.nc.PublishMsg(m.nm)
+		m.nm.Reply = ""
+		if err != nil {
+			return 0, err
+		}
+	}
+	mine := "." + id + "."
+	timer := time.NewTimer(c.b.pubWait)
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-c.replies:
+			if !strings.Contains(r.Subject, mine) {
+				continue // an answer to an earlier batch that timed out
+			}
+			var a fastReply
+			if err := json.Unmarshal(r.Data, &a); err != nil {
+				return 0, fmt.Errorf("batch %s: unreadable reply %q: %w", id, r.Data, err)
+			}
+			if a.Type != "" {
+				continue // flow control, or a message's error: the acknowledgement counts
+			}
+			if a.Error != nil {
+				// The first message was refused: nothing of the batch is stored.
+				return 0, fmt.Errorf("batch %s: %s (error code %d)", id, a.Error.Description, a.Error.ErrCode)
+			}
+			if a.Count < 0 || a.Count > len(batch) {
+				return 0, fmt.Errorf("batch %s: server confirmed %d of %d messages", id, a.Count, len(batch))
+			}
+			if a.Count < len(batch) {
+				return a.Count, fmt.Errorf("batch %s: server stored %d of %d messages", id, a.Count, len(batch))
+			}
+			return a.Count, nil
+		case <-timer.C:
+			return 0, fmt.Errorf("batch %s: %w", id, nats.ErrTimeout)
+		}
+	}
 }
 
 func publishErr(topic string, size int, err error) error {

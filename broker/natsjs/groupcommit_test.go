@@ -23,6 +23,13 @@ func TestConformanceGroupCommit(t *testing.T) {
 	}, brokertest.Features{})
 }
 
+func TestConformanceFastBatches(t *testing.T) {
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Fast})
+	brokertest.Run(t, func(t *testing.T) broker.Broker {
+		return newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true))
+	}, brokertest.Features{})
+}
+
 // storedCount polls until the stream of topic holds want messages.
 func storedCount(t *testing.T, js jetstream.JetStream, topic string, want uint64) {
 	t.Helper()
@@ -44,13 +51,22 @@ func storedCount(t *testing.T, js jetstream.JetStream, topic string, want uint64
 }
 
 // TestGroupCommitConcurrentPublishers publishes from many goroutines at
-// once with Sync durability: every message is stored once, each
-// publisher's messages of a key keep their order, and the commits share
-// batches (the stream shows batch headers on stored messages).
+// once, with Sync durability (atomic batches) and Fast (fast batches):
+// every message is stored once, each publisher's messages of a key keep
+// their order, and the commits share batches.
 func TestGroupCommitConcurrentPublishers(t *testing.T) {
 	t.Parallel()
-	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
-	b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2}))
+	for _, d := range []natsjs.Durability{natsjs.Sync, natsjs.Fast} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			testGroupCommitConcurrent(t, d)
+		})
+	}
+}
+
+func testGroupCommitConcurrent(t *testing.T, d natsjs.Durability) {
+	e := embedded(t, natsjs.EmbeddedConfig{Durability: d})
+	b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2}))
 	topic := "gc_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	const publishers, calls, perCall = 16, 20, 5
 	var wg sync.WaitGroup
@@ -78,24 +94,11 @@ func TestGroupCommitConcurrentPublishers(t *testing.T) {
 	}
 	total := publishers * calls * perCall
 	storedCount(t, b.JetStream(), topic, uint64(total))
-	stream, err := b.JetStream().Stream(t.Context(), natsjs.StreamName(topic))
-	if err != nil {
-		t.Fatal(err)
+	if n := natsjs.CommittedBatches(b); n == 0 {
+		t.Fatalf("none of %d messages published by %d concurrent publishers went in a batch", total, publishers)
+	} else {
+		t.Logf("%d batches for %d messages", n, total)
 	}
-	batched := 0
-	for seq := uint64(1); seq <= uint64(total); seq++ {
-		raw, err := stream.GetMsg(t.Context(), seq)
-		if err != nil {
-			t.Fatalf("get message %d: %v", seq, err)
-		}
-		if raw.Header.Get("Nats-Batch-Id") != "" {
-			batched++
-		}
-	}
-	if batched == 0 {
-		t.Fatalf("none of %d messages published by %d concurrent publishers went in an atomic batch", total, publishers)
-	}
-	t.Logf("%d of %d messages committed in atomic batches", batched, total)
 
 	sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst})
 	if err != nil {
@@ -128,24 +131,95 @@ func TestGroupCommitConcurrentPublishers(t *testing.T) {
 }
 
 // TestGroupCommitDuplicateFallsBack: a batch holding an id the stream
-// already stored is refused by the server as a whole; the committer sends
-// its messages one by one, so the new ones are stored and the duplicate
-// is confirmed without being stored twice.
+// already stored is refused by the server (atomic batches) or stopped at
+// it (fast batches, when it is the first); the committer sends the rest
+// one by one, so the new messages are stored and the duplicate is
+// confirmed without being stored twice.
 func TestGroupCommitDuplicateFallsBack(t *testing.T) {
 	t.Parallel()
-	e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
-	b := newBroker(t, natsjs.WithEmbedded(e))
-	topic := "gcdup_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	msg := func(id string) *broker.Message {
-		return &broker.Message{Topic: topic, Route: "t.v1", ID: id, Data: []byte(id)}
+	for _, d := range []natsjs.Durability{natsjs.Sync, natsjs.Fast} {
+		for name, ids := range map[string][]string{
+			"first":  {"a", "b", "c", "c"},
+			"middle": {"b", "a", "c", "c"},
+			"last":   {"b", "c", "a"},
+		} {
+			t.Run(string(d)+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				e := embedded(t, natsjs.EmbeddedConfig{Durability: d})
+				b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true))
+				topic := "gcdup_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+				msg := func(id string) *broker.Message {
+					return &broker.Message{Topic: topic, Route: "t.v1", ID: id, Data: []byte(id)}
+				}
+				if err := b.Publish(t.Context(), msg("a")); err != nil {
+					t.Fatal(err)
+				}
+				msgs := make([]*broker.Message, len(ids))
+				for i, id := range ids {
+					msgs[i] = msg(id)
+				}
+				if err := b.Publish(t.Context(), msgs...); err != nil {
+					t.Fatalf("publish with duplicates: %v", err)
+				}
+				storedCount(t, b.JetStream(), topic, 3)
+			})
+		}
 	}
-	if err := b.Publish(t.Context(), msg("a")); err != nil {
-		t.Fatal(err)
+}
+
+// TestGroupCommitRefusedMessage: the server refuses one message of a
+// batch (its expected stream is wrong); that message alone fails, the
+// others are stored once and in order.
+func TestGroupCommitRefusedMessage(t *testing.T) {
+	t.Parallel()
+	for _, d := range []natsjs.Durability{natsjs.Sync, natsjs.Fast} {
+		for _, bad := range []int{0, 2, 4} {
+			t.Run(fmt.Sprintf("%s/%d", d, bad), func(t *testing.T) {
+				t.Parallel()
+				e := embedded(t, natsjs.EmbeddedConfig{Durability: d})
+				b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true))
+				topic := "gcbad_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+				// The first publish to a new stream goes alone: have it done.
+				if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "t.v1", ID: "w", Data: []byte("w")}); err != nil {
+					t.Fatal(err)
+				}
+				msgs := make([]*broker.Message, 5)
+				for i := range msgs {
+					msgs[i] = &broker.Message{Topic: topic, Route: "t.v1", Key: "k", ID: strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}
+				}
+				msgs[bad].Header = map[string]string{"Nats-Expected-Stream": "not-this-one"}
+				err := b.Publish(t.Context(), msgs...)
+				var pe *broker.PublishError
+				if !errors.As(err, &pe) {
+					t.Fatalf("publish: %v, want a *broker.PublishError", err)
+				}
+				for i, e := range pe.Errs {
+					if (e != nil) != (i == bad) {
+						t.Fatalf("message %d: error %v (the refused one is %d)", i, e, bad)
+					}
+				}
+				storedCount(t, b.JetStream(), topic, 5)
+				stream, err := b.JetStream().Stream(t.Context(), natsjs.StreamName(topic))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := 0
+				for seq := uint64(2); seq <= 5; seq++ {
+					if want == bad {
+						want++
+					}
+					raw, err := stream.GetMsg(t.Context(), seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if string(raw.Data) != strconv.Itoa(want) {
+						t.Fatalf("message %d holds %q, want %d", seq, raw.Data, want)
+					}
+					want++
+				}
+			})
+		}
 	}
-	if err := b.Publish(t.Context(), msg("b"), msg("a"), msg("c"), msg("c")); err != nil {
-		t.Fatalf("publish with duplicates: %v", err)
-	}
-	storedCount(t, b.JetStream(), topic, 3)
 }
 
 // TestGroupCommitClose: Publish after Close fails with ErrClosed.

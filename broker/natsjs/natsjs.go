@@ -70,9 +70,13 @@ type Broker struct {
 	termReason bool          // server >= 2.10.4
 	pinned     bool          // server >= 2.11: pinned priority groups
 	reset      bool          // server >= 2.14: consumer reset
-	// groupCommit sends concurrent publishes to a stream as atomic
-	// batches (server >= 2.12).
+	// groupCommit sends concurrent publishes to a stream together: as
+	// atomic batches (server >= 2.12), or with fastBatch as fast batches
+	// (streams that allow them, server >= 2.14).
 	groupCommit bool
+	fastBatch   bool
+	// batches counts the batches committed whole, for tests.
+	batches atomic.Uint64
 
 	mu      sync.Mutex
 	streams map[string]*streamInfo
@@ -96,6 +100,8 @@ type streamInfo struct {
 	// batchPrefix starts the ids of this broker's atomic batches to the
 	// stream: unique per broker, so two clients' batches never mix.
 	batchPrefix string
+	// batched: group commits to this stream go as fast batches.
+	batched bool
 	// fresh is set while the stream has just been created and nothing was
 	// published to it through this broker yet: in a cluster the server
 	// this client is connected to may not know the stream's subjects for
@@ -190,18 +196,27 @@ func WithMaxPending(n int) Option {
 }
 
 // WithGroupCommit turns group commit on or off. On, the messages that
-// concurrent Publish calls send to one topic are committed together as one
-// JetStream atomic batch (up to 1000 messages) while the previous batch is
-// being written, so the server writes, and with Sync durability fsyncs,
-// once per batch instead of once per message; a lone message is sent at
-// once, alone. A batch the server refuses (it holds an id already stored,
-// the stream has no leader) is sent again message by message, so each
-// message gets its own outcome and duplicates are still dropped. Streams
-// get JetStream's allow_atomic setting. Needs NATS server 2.12 or later;
-// older servers publish message by message. Default: on with an embedded
-// server of Sync durability (WithEmbedded), off otherwise: with Fast
-// durability the server's staging of atomic batches costs more than it
-// saves.
+// concurrent Publish calls send to one topic are committed together (up
+// to 1000 messages) while the previous batch is being written; a lone
+// message is sent at once, alone. One batch per topic is in flight, so
+// the messages of a key keep their order.
+//
+// A batch is a JetStream atomic batch, which the server writes, and with
+// Sync durability fsyncs, once (streams get JetStream's allow_atomic
+// setting; NATS server 2.12 or later, else message by message). With an
+// embedded server of Fast durability, where there is no fsync to save, a
+// batch is a JetStream fast batch instead: its messages are stored as they
+// arrive and the server answers the batch once instead of once per message
+// (streams get allow_batched; NATS server 2.14 or later, else message by
+// message). A batch the server stops part way (a message it refuses, an
+// id already stored, no stream leader, no answer in time) is finished
+// message by message from the first message not confirmed, so each message
+// gets its own outcome and duplicates are still dropped by id.
+//
+// Default: on with an embedded server of Sync durability (WithEmbedded),
+// off otherwise. Fast batches measure within a few per cent of message by
+// message publishing (BENCHMARKS.md), so Fast durability does not turn
+// them on by itself.
 func WithGroupCommit(on bool) Option {
 	return func(c *config) error { c.groupCommit = &on; return nil }
 }
@@ -301,6 +316,9 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 		b.groupCommit = c.emb.Durability() == Sync
 	}
 	b.groupCommit = b.groupCommit && serverAtLeast(v, 2, 12, 0)
+	// With Fast durability nothing is fsynced per message, so atomic
+	// batches save nothing: fast batches save the server's answers.
+	b.fastBatch = b.groupCommit && c.emb != nil && c.emb.Durability() == Fast && serverAtLeast(v, 2, 14, 0)
 	if !b.modern {
 		b.defaults.Partitions = 1
 	}
@@ -415,8 +433,9 @@ func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.Stre
 		MaxMsgs:     maxMsgs,
 		Replicas:    max(t.Replicas, 1),
 		Duplicates:  t.DedupWindow,
-		// Atomic batches carry group commits (WithGroupCommit).
-		AllowAtomicPublish: b.groupCommit,
+		// Atomic or fast batches carry group commits (WithGroupCommit).
+		AllowAtomicPublish: b.groupCommit && !b.fastBatch,
+		AllowBatchPublish:  b.fastBatch,
 		Metadata: map[string]string{
 			metaTopic:      topic,
 			metaPartitions: strconv.Itoa(max(t.Partitions, 1)),
@@ -489,7 +508,15 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	if err := checkOwner(topic, have); err != nil {
 		return nil, err
 	}
-	if b.groupCommit && !have.AllowAtomicPublish {
+	switch {
+	case b.fastBatch && !have.AllowBatchPublish:
+		have.AllowBatchPublish = true
+		st, err := b.js.UpdateStream(ctx, have)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: topic %q: allow fast batches for group commit: %w", topic, err)
+		}
+		have.AllowBatchPublish = st.CachedInfo().Config.AllowBatchPublish
+	case b.groupCommit && !b.fastBatch && !have.AllowAtomicPublish:
 		have.AllowAtomicPublish = true
 		if _, err := b.js.UpdateStream(ctx, have); err != nil {
 			return nil, fmt.Errorf("natsjs: topic %q: allow atomic batches for group commit: %w", topic, err)
@@ -497,7 +524,7 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	}
 	parts := partitionsOf(have)
 	si = &streamInfo{name: have.Name, topic: topic, partitions: parts, prefixes: make([]string, parts),
-		batchPrefix: nats.NewInbox()[len(nats.InboxPrefix):] + "-"}
+		batchPrefix: nats.NewInbox()[len(nats.InboxPrefix):] + "-", batched: b.fastBatch && have.AllowBatchPublish}
 	for p := range parts {
 		si.prefixes[p] = have.Name + "." + strconv.Itoa(p) + "."
 	}
@@ -559,7 +586,7 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 				si.fresh.Store(false)
 				continue
 			}
-		} else if b.groupCommit {
+		} else if b.groupCommit && (!b.fastBatch || si.batched) {
 			if call == nil {
 				call = &gcCall{errs: make([]error, len(msgs)), done: make(chan struct{})}
 			}
@@ -638,7 +665,10 @@ func (b *Broker) committer(si *streamInfo) (*committer, error) {
 	}
 	c := b.commits[si.name]
 	if c == nil {
-		c = newCommitter(b, si)
+		var err error
+		if c, err = newCommitter(b, si); err != nil {
+			return nil, err
+		}
 		b.commits[si.name] = c
 	}
 	return c, nil

@@ -257,6 +257,10 @@ func TestServeErrors(t *testing.T) {
 	}{
 		"busy nats port": {[]string{"serve", "--data-dir", t.TempDir(), "--nats-addr", busy.Addr().String(), "--http-addr", "127.0.0.1:0"}, "--nats-addr"},
 		"busy http port": {[]string{"serve", "--data-dir", t.TempDir(), "--nats-addr", "127.0.0.1:0", "--http-addr", busy.Addr().String()}, "--http-addr"},
+		"busy gateway port": {[]string{"serve", "--data-dir", t.TempDir(), "--nats-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+			"--registry-addr", "127.0.0.1:0", "--gateway-addr", busy.Addr().String()}, "--gateway-addr"},
+		"open gateway port": {[]string{"serve", "--data-dir", t.TempDir(), "--nats-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+			"--registry-addr", "127.0.0.1:0", "--gateway-addr", "0.0.0.0:0"}, "--gateway-addr"},
 		"bad data dir":   {[]string{"serve", "--data-dir", file + "/sub", "--nats-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, "data dir"},
 		"bad durability": {[]string{"serve", "--data-dir", t.TempDir(), "--durability", "maybe"}, "want fast or sync"},
 		"unreachable":    {[]string{"pub", "--url", "nats://" + closedAddr(t), "--topic", "t", "--type", "x.v1", "data"}, "cannot reach the broker"},

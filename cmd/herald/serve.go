@@ -22,6 +22,7 @@ type serveFlags struct {
 	natsAddr     string
 	httpAddr     string
 	registryAddr string
+	gatewayAddr  string
 	durability   string
 	brokerURL    string
 	logLevel     string
@@ -36,6 +37,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.natsAddr, "nats-addr", defaults.natsAddr, "NATS client listen address (port 0: any free port)")
 	fl.StringVar(&f.httpAddr, "http-addr", defaults.httpAddr, "admin API, health checks and metrics listen address")
 	fl.StringVar(&f.registryAddr, "registry-addr", defaults.registryAddr, "schema registry listen address")
+	fl.StringVar(&f.gatewayAddr, "gateway-addr", "", "HTTP gateway (publish and pull over HTTP, /v1/) listen address, with the admin address's TLS and authentication (default: served on --http-addr)")
 	fl.StringVar(&f.durability, "durability", "fast", "when a publish is confirmed: fast (written to the OS, fsync every second) or sync (fsynced)")
 	fl.StringVar(&f.brokerURL, "broker", "", "where events live: nats://host:port[,host:port] runs on an existing JetStream cluster instead of the embedded one; kafka://host:port or amqp://user:pass@host:port/vhost points pub/sub and readiness at Kafka or RabbitMQ (Herald's own state stays in the embedded JetStream)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -73,6 +75,7 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 		NATSAddr:     f.natsAddr,
 		HTTPAddr:     f.httpAddr,
 		RegistryAddr: f.registryAddr,
+		GatewayAddr:  f.gatewayAddr,
 		Durability:   d,
 		BrokerURL:    f.brokerURL,
 		Logger:       log,
@@ -115,8 +118,8 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  events:   %s\n  admin:    %s\n  registry: %s\n  data dir: %s\n",
-				srv.NATSURL(), srv.EventsURL(), srv.AdminURL(), srv.RegistryURL(), cfg.DataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  events:   %s\n  admin:    %s\n  registry: %s\n  gateway:  %s\n  data dir: %s\n",
+				srv.NATSURL(), srv.EventsURL(), srv.AdminURL(), srv.RegistryURL(), srv.GatewayURL(), cfg.DataDir)
 			if p := srv.AdminCredsPath(); p != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "  admin credentials: %s\n", p)
 			}

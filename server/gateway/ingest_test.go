@@ -68,7 +68,7 @@ func waitCount(t *testing.T, c *collector, n int) []*event.Event {
 }
 
 func ingestURL(srv *server.Server, topic string) string {
-	return srv.AdminURL() + "/v1/topics/" + topic + "/events"
+	return srv.GatewayURL() + "/v1/topics/" + topic + "/events"
 }
 
 func TestIngestModes(t *testing.T) {

@@ -34,6 +34,12 @@ type EventError struct {
 
 func (p *Problem) Error() string { return p.Detail }
 
+// WriteProblem writes a problem document with status and detail, as the
+// gateway answers errors.
+func WriteProblem(w http.ResponseWriter, status int, detail string) {
+	writeProblem(w, status, detail)
+}
+
 func writeProblem(w http.ResponseWriter, status int, detail string) {
 	writeProblemDoc(w, &Problem{Status: status, Detail: detail})
 }

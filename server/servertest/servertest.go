@@ -11,7 +11,8 @@ import (
 )
 
 // Start runs a platform with cfg on ports the system picks (NATS, admin and
-// registry on 127.0.0.1:0) and, unless cfg names one, in a temporary data
+// registry on 127.0.0.1:0, and the gateway too when cfg gives it a
+// listener of its own) and, unless cfg names one, in a temporary data
 // directory. It is shut down when the test ends; a failed shutdown fails
 // the test.
 func Start(t testing.TB, cfg server.Config) *server.Server {
@@ -20,6 +21,9 @@ func Start(t testing.TB, cfg server.Config) *server.Server {
 		cfg.DataDir = t.TempDir()
 	}
 	cfg.NATSAddr, cfg.HTTPAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.GatewayAddr != "" {
+		cfg.GatewayAddr = "127.0.0.1:0" // asked for a gateway listener of its own
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
