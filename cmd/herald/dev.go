@@ -97,7 +97,16 @@ given. Without a reachable PostgreSQL, dev runs the platform alone.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			d, err := startShop(cmd.Context(), srv, log, caFile, pg, ordersAddr, rate, keep)
+			shopLog := log
+			if !cmd.Flags().Changed("log-level") {
+				// The shop's services log what goes wrong, not every
+				// late saga reply: the summary says how it goes.
+				level := f.logLevel
+				f.logLevel = "warn"
+				shopLog, _ = f.logger(cmd.ErrOrStderr())
+				f.logLevel = level
+			}
+			d, err := startShop(cmd.Context(), srv, shopLog, caFile, pg, ordersAddr, rate, keep)
 			if err != nil {
 				_ = waitAndStopNow(srv)
 				return err
