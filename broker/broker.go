@@ -187,6 +187,13 @@ type SubscribeOptions struct {
 	// why. Within one subscription, deliveries of a partition keep their
 	// order.
 	KeyOrder bool
+	// InactiveAfter, when positive, lets the broker delete the group by
+	// itself once it has had no member for that long, even when its last
+	// member died without a word (SIGKILL). For throwaway groups, such as
+	// the private one of `herald sub`. Adapters without such a setting
+	// ignore it (docs/operations.md says which). Default 0: the group
+	// stays until deleted.
+	InactiveAfter time.Duration
 }
 
 // Defaults for SubscribeOptions.
@@ -204,8 +211,8 @@ func (o SubscribeOptions) WithDefaults() (SubscribeOptions, error) {
 	if err := ValidateName("group", o.Group); err != nil {
 		return o, err
 	}
-	if o.AckWait < 0 || o.MaxInFlight < 0 {
-		return o, errors.New("broker: SubscribeOptions.AckWait and MaxInFlight must not be negative")
+	if o.AckWait < 0 || o.MaxInFlight < 0 || o.InactiveAfter < 0 {
+		return o, errors.New("broker: SubscribeOptions.AckWait, MaxInFlight and InactiveAfter must not be negative")
 	}
 	if o.AckWait == 0 {
 		o.AckWait = DefaultAckWait

@@ -99,6 +99,7 @@ func (b *Broker) ensureConsumer(ctx context.Context, si *streamInfo, name string
 	apply := func(c *jetstream.ConsumerConfig) {
 		c.AckWait = o.AckWait
 		c.MaxAckPending = o.MaxInFlight
+		c.InactiveThreshold = o.InactiveAfter
 		c.FilterSubject = ""
 		c.FilterSubjects = filters
 		if len(filters) == 1 {

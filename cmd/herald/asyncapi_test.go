@@ -10,6 +10,8 @@ import (
 	"time"
 
 	sj "github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // TestAsyncAPIOfTheShop exports the AsyncAPI document of `herald dev`
@@ -17,7 +19,8 @@ import (
 // JSON Schema shipped in server/web/testdata.
 func TestAsyncAPIOfTheShop(t *testing.T) {
 	t.Parallel()
-	_, stateFile, logs := startHerald(t, "dev", "--demo-rate", "50")
+	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
+	_, stateFile, logs := startHerald(t, "dev", "--rate", "20", "--postgres", testenv.PostgresURL)
 	wantTypes := []string{"shop.order.placed.v1", "shop.payment.taken.v1", "shop.stock.reserved.v1", "shop.order.shipped.v1"}
 	var out string
 	deadline := time.Now().Add(60 * time.Second)

@@ -170,14 +170,17 @@ func newSubCmd(a *app) *cobra.Command {
 		topic, group, from string
 		types              []string
 		count              int
-		idle               time.Duration
+		idle, expireAfter  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sub",
 		Short: "Print the events of a topic as they arrive",
 		Long: `Subscribe to a topic and print each event, acknowledging it once printed.
 With --group, the subscription joins that consumer group (and resumes where
-it left off); without, it uses a private group that is deleted on exit.
+it left off); without, it uses a private group that is deleted on exit, and
+that the broker deletes by itself --expire-after after its last member went
+away even when herald sub was killed (NATS; on Kafka and RabbitMQ the private
+group is deleted on exit only, see docs/operations.md).
 -o json prints one structured CloudEvent (application/cloudevents+json) per line.`,
 		Example: `  herald sub --topic orders --from first
   herald sub --topic orders --group audit --type shop.order.placed.v1 -o json`,
@@ -190,18 +193,24 @@ it left off); without, it uses a private group that is deleted on exit.
 			if err != nil {
 				return fmt.Errorf("--from: %w", err)
 			}
+			if group == "" && expireAfter < minExpireAfter {
+				return fmt.Errorf("--expire-after %v: must be at least %v (the subscription renews its pulls every few seconds)", expireAfter, minExpireAfter)
+			}
 			b, binding, err := a.openBroker(cmd.Context(), a.brokerURL())
 			if err != nil {
 				return err
 			}
 			defer b.Close()
 			private := group == ""
+			opts := broker.SubscribeOptions{Start: start, Routes: types}
 			if private {
 				var r [4]byte
 				_, _ = rand.Read(r[:])
 				group = "herald-sub-" + hex.EncodeToString(r[:])
+				opts.InactiveAfter = expireAfter
 			}
-			sub, err := b.Subscribe(cmd.Context(), topic, broker.SubscribeOptions{Group: group, Start: start, Routes: types})
+			opts.Group = group
+			sub, err := b.Subscribe(cmd.Context(), topic, opts)
 			if err != nil {
 				return fmt.Errorf("subscribe to topic %q: %w", topic, err)
 			}
@@ -252,8 +261,13 @@ it left off); without, it uses a private group that is deleted on exit.
 	fl.StringArrayVar(&types, "type", nil, "only events of this type (repeatable)")
 	fl.IntVar(&count, "count", 0, "exit after this many events (0: run until interrupted)")
 	fl.DurationVar(&idle, "idle-timeout", 0, "exit when no event arrives for this long (0: wait forever)")
+	fl.DurationVar(&expireAfter, "expire-after", 30*time.Second, "without --group: the broker deletes the private group this long after its member is gone, even if killed")
 	return cmd
 }
+
+// minExpireAfter is the shortest --expire-after: a live subscription
+// renews its pulls every 5s, and must not look gone between two.
+const minExpireAfter = 10 * time.Second
 
 // printDelivery writes one line for d. Messages that are not CloudEvents
 // are printed raw.

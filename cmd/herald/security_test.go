@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/localstate"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // lockedBuffer is a bytes.Buffer safe to read while a process writes it.
@@ -124,7 +125,8 @@ func TestServeInsecureListensOnAnOpenAddress(t *testing.T) {
 
 func TestDevTLSWithTheCLIAndTheShop(t *testing.T) {
 	t.Parallel()
-	st, stateFile, out := startHerald(t, "dev", "--tls", "--demo-rate", "50")
+	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
+	st, stateFile, out := startHerald(t, "dev", "--tls", "--rate", "20", "--postgres", testenv.PostgresURL)
 	if !strings.HasPrefix(st.NATSURL, "tls://") || !strings.HasPrefix(st.AdminURL, "https://") || st.CAFile == "" {
 		t.Fatalf("state %+v", st)
 	}
@@ -145,7 +147,7 @@ func TestDevTLSWithTheCLIAndTheShop(t *testing.T) {
 		if err != nil {
 			return false, errOut
 		}
-		return strings.Contains(lag, `"payments"`) && strings.Contains(dlq, `"shop.shipping.dlq"`), lag + dlq
+		return strings.Contains(lag, `"payments"`) && strings.Contains(dlq, `"shop.orders.dlq"`), lag + dlq
 	})
 	// Without the CA a client refuses the server.
 	if _, errOut, err := runHerald(t, "", "lag", "--admin-url", st.AdminURL); err == nil || !strings.Contains(errOut, "certificate") {

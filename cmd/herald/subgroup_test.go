@@ -1,8 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -57,5 +62,90 @@ func TestSubPrivateGroupVanishesOnKafka(t *testing.T) {
 	}
 	if !named {
 		t.Errorf("the named group orders:audit is gone too (groups %v): the listing does not show groups", groups.Groups())
+	}
+}
+
+// TestSubPrivateGroupExpiresAfterSIGKILL kills a herald sub without
+// --group while it holds an event and checks that its private group
+// leaves herald lag within --expire-after (plus the server's sweep), while
+// a group of a live sub stays.
+func TestSubPrivateGroupExpiresAfterSIGKILL(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	url := p.state.NATSURL
+	if _, errOut, err := runHerald(t, "", "pub", "--url", url, "--topic", "orders", "--type", "shop.order.placed.v1", `{"total":1}`); err != nil {
+		t.Fatalf("pub: %v\n%s", err, errOut)
+	}
+	start := func(args ...string) (*exec.Cmd, *lockedBuffer) {
+		cmd := exec.Command(heraldBin, append([]string{"sub", "--url", url, "--topic", "orders", "--from", "first"}, args...)...)
+		cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+filepath.Join(t.TempDir(), "none.json"))
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		})
+		return cmd, out
+	}
+	killed, kout := start("--expire-after", "10s")
+	_, lout := start("--expire-after", "10s")
+	poll(t, "both subs print the event", func() (bool, string) {
+		return strings.Contains(kout.String(), "shop.order.placed.v1") && strings.Contains(lout.String(), "shop.order.placed.v1"), kout.String() + lout.String()
+	})
+	privateGroups := func() []string {
+		out := p.herald(t, "", "lag", "--topic", "orders", "-o", "json")
+		var lags []struct{ Group string }
+		if err := json.Unmarshal([]byte(out), &lags); err != nil {
+			t.Fatalf("lag -o json: %v\n%s", err, out)
+		}
+		var gs []string
+		for _, l := range lags {
+			if strings.HasPrefix(l.Group, "herald-sub-") {
+				gs = append(gs, l.Group)
+			}
+		}
+		return gs
+	}
+	if gs := privateGroups(); len(gs) != 2 {
+		t.Fatalf("herald lag shows private groups %v, want the two subs'", gs)
+	}
+	if err := killed.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = killed.Wait()
+	killedAt := time.Now()
+	// 10s of inactivity; the server checks its consumers every few seconds.
+	deadline := killedAt.Add(40 * time.Second)
+	for {
+		gs := privateGroups()
+		if len(gs) == 1 {
+			t.Logf("the killed sub's group was gone from herald lag %v after SIGKILL", time.Since(killedAt).Round(100*time.Millisecond))
+			break
+		}
+		if len(gs) == 0 {
+			t.Fatal("the live sub's private group vanished too")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("40s after SIGKILL herald lag still shows %v", gs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if time.Since(killedAt) < 9*time.Second {
+		t.Fatalf("the group vanished %v after SIGKILL, before --expire-after 10s", time.Since(killedAt))
+	}
+}
+
+// TestSubExpireAfterTooShort refuses an --expire-after a live sub could
+// not keep up with.
+func TestSubExpireAfterTooShort(t *testing.T) {
+	t.Parallel()
+	_, errOut, err := runHerald(t, "", "sub", "--url", closedAddr(t), "--topic", "orders", "--expire-after", "1s")
+	if err == nil || !strings.Contains(errOut, "--expire-after 1s: must be at least 10s") {
+		t.Fatalf("err %v, stderr %q", err, errOut)
 	}
 }

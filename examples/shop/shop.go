@@ -1,234 +1,175 @@
-// Package shop is Herald's reference system: five small services that talk
-// only through events. `herald dev` runs it against the embedded broker so
-// the dashboard, metrics and dead-letter queue have something to show.
+// Package shop is Herald's reference system: five services that talk only
+// through events, using every pattern Herald offers together.
 //
-//	orders         publishes OrderPlaced (a load generator stands in for users)
-//	payments       OrderPlaced   -> PaymentTaken, or PaymentFailed over the card limit
-//	inventory      OrderPlaced   -> StockReserved
-//	shipping       PaymentTaken  -> OrderShipped
-//	notifications  OrderShipped  -> an e-mail; fails on purpose for every
-//	               seventh order, so its events are retried and dead-lettered
+//	orders         an event-sourced order aggregate (place, ship, cancel) in
+//	               PostgreSQL whose events leave through the outbox; the
+//	               order-summary read model (a projection) behind an HTTP
+//	               API; and the order saga: accept -> reserve stock ->
+//	               charge -> create shipment -> complete, compensated in
+//	               reverse order when a step fails or times out
+//	inventory      reservations, in order per product
+//	payments       charges exactly once per order (inbox + outbox in one
+//	               transaction); refuses a fraction of charges
+//	shipping       creates shipments (a Protobuf event); never answers for a
+//	               fraction of orders, so their saga times out and refunds
+//	notifications  e-mail, SMS and push as separate consumer groups; the SMS
+//	               one fails on purpose so the dead-letter queue has work
+//
+// OrderPlaced is an Avro event, ShipmentCreated a Protobuf one, the others
+// JSON Schema; all are registered at start and validated at publish. Each
+// service runs on its own (cmd/orders, cmd/payments...: `go run
+// ./examples/shop/cmd/payments --url nats://...`), or all in one process
+// with Shop, which is what `herald dev` does.
 package shop
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/heraldhq/herald"
-	"github.com/heraldhq/herald/broker"
-	"github.com/heraldhq/herald/consumer"
 )
 
-// Topics the shop uses.
-const (
-	TopicOrders    = "shop.orders"
-	TopicPayments  = "shop.payments"
-	TopicInventory = "shop.inventory"
-	TopicShipping  = "shop.shipping"
-)
+// Services are the shop's services, by name.
+var Services = []string{"orders", "inventory", "payments", "shipping", "notifications"}
 
-// Events.
-type (
-	// OrderPlaced: a customer placed an order.
-	OrderPlaced struct {
-		OrderID  string `json:"order_id"`
-		Customer string `json:"customer"`
-		SKU      string `json:"sku"`
-		Quantity int    `json:"quantity"`
-		Total    int    `json:"total_cents"`
-	}
-	// PaymentTaken: the order's card was charged.
-	PaymentTaken struct {
-		OrderID string `json:"order_id"`
-		Amount  int    `json:"amount_cents"`
-	}
-	// PaymentFailed: the charge was refused.
-	PaymentFailed struct {
-		OrderID string `json:"order_id"`
-		Reason  string `json:"reason"`
-	}
-	// StockReserved: the items are set aside.
-	StockReserved struct {
-		OrderID  string `json:"order_id"`
-		SKU      string `json:"sku"`
-		Quantity int    `json:"quantity"`
-	}
-	// OrderShipped: the parcel left the warehouse.
-	OrderShipped struct {
-		OrderID  string `json:"order_id"`
-		Tracking string `json:"tracking"`
-	}
-)
-
-// Event types, each bound to its topic.
-var (
-	Placed   = herald.Type[OrderPlaced]("shop.order.placed.v1", herald.OnTopic(TopicOrders), herald.FromSource("orders"))
-	Taken    = herald.Type[PaymentTaken]("shop.payment.taken.v1", herald.OnTopic(TopicPayments), herald.FromSource("payments"))
-	Failed   = herald.Type[PaymentFailed]("shop.payment.failed.v1", herald.OnTopic(TopicPayments), herald.FromSource("payments"))
-	Reserved = herald.Type[StockReserved]("shop.stock.reserved.v1", herald.OnTopic(TopicInventory), herald.FromSource("inventory"))
-	Shipped  = herald.Type[OrderShipped]("shop.order.shipped.v1", herald.OnTopic(TopicShipping), herald.FromSource("shipping"))
-)
-
-// CardLimit is the total above which payments are refused.
-const CardLimit = 90000
-
-// ErrMailRelay is the failure the notifications service produces on purpose.
-var ErrMailRelay = errors.New("mail relay refused the message (demo failure)")
-
-// Config tunes the shop.
+// Config configures a Shop.
 type Config struct {
-	// Rate of generated orders per second; 0 generates none. Default 0.
+	Env
+	// Services to run; default all of Services.
+	Services []string
+	// OrdersAddr is where the orders API listens. Default 127.0.0.1:0.
+	OrdersAddr string
+	// Rate of orders per second the load generator places; 0: none.
 	Rate float64
-	// Retry is the notifications service's retry policy; default 3 quick
-	// attempts so failures reach the dead-letter queue in seconds.
-	Retry *consumer.RetryPolicy
-	// Logger; default slog.Default().
-	Logger *slog.Logger
-	// Options are added to every router (observers, middleware...).
-	Options []consumer.Option
 }
 
-// Stats counts what the services did.
-type Stats struct {
-	Placed, Charged, Refused, Reserved, Shipped, Notified, NotifyFailures atomic.Int64
-}
-
-// Shop is a running shop.
+// Shop is the shop in one process.
 type Shop struct {
-	c     *herald.Client
-	cfg   Config
-	Stats Stats
+	cfg      Config
+	orders   *Orders
+	ln       net.Listener
+	Notified Notified
+	// Generated counts the orders the load generator placed.
+	Generated atomic.Int64
 }
 
-// New returns a shop on client c.
-func New(c *herald.Client, cfg Config) *Shop {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+// New sets the shop up (tables, schemas, the orders API's listener)
+// without starting it.
+func New(ctx context.Context, cfg Config) (*Shop, error) {
+	if len(cfg.Services) == 0 {
+		cfg.Services = Services
 	}
-	if cfg.Retry == nil {
-		cfg.Retry = &consumer.RetryPolicy{MaxAttempts: 3, Backoff: consumer.Backoff{Initial: 500 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}}
+	for _, s := range cfg.Services {
+		if !slices.Contains(Services, s) {
+			return nil, fmt.Errorf("shop: unknown service %q: want one of %v", s, Services)
+		}
 	}
-	return &Shop{c: c, cfg: cfg}
-}
-
-// Run starts the services (and the order generator when Rate > 0) and
-// blocks until ctx is cancelled and they have stopped.
-func (s *Shop) Run(ctx context.Context) error {
-	routers := map[string]*consumer.Router{}
-	add := func(group, topic string, extra ...consumer.Option) (*consumer.Router, error) {
-		opts := append([]consumer.Option{consumer.WithStart(broker.FromFirst)}, s.cfg.Options...)
-		r, err := s.c.Router(group, []string{topic}, append(opts, extra...)...)
+	if cfg.Rate < 0 {
+		return nil, fmt.Errorf("shop: rate %g: must not be negative", cfg.Rate)
+	}
+	if cfg.Rate > 0 && !slices.Contains(cfg.Services, "orders") {
+		return nil, errors.New("shop: the load generator needs the orders service")
+	}
+	s := &Shop{cfg: cfg}
+	if slices.Contains(cfg.Services, "orders") {
+		o, err := NewOrders(ctx, cfg.Env)
 		if err != nil {
-			return nil, fmt.Errorf("shop: %s: %w", group, err)
+			return nil, err
 		}
-		routers[group] = r
-		return r, nil
-	}
-	payments, err := add("payments", TopicOrders)
-	if err != nil {
-		return err
-	}
-	herald.Handle(payments, Placed, func(ctx context.Context, o OrderPlaced, m *consumer.Message) error {
-		if o.Total > CardLimit {
-			s.Stats.Refused.Add(1)
-			return Failed.Publish(ctx, s.c, PaymentFailed{OrderID: o.OrderID, Reason: "over the card limit"}, herald.WithSubject(o.OrderID))
+		s.orders = o
+		addr := cfg.OrdersAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
 		}
-		s.Stats.Charged.Add(1)
-		return Taken.Publish(ctx, s.c, PaymentTaken{OrderID: o.OrderID, Amount: o.Total}, herald.WithSubject(o.OrderID))
-	})
-	inventory, err := add("inventory", TopicOrders)
-	if err != nil {
-		return err
-	}
-	herald.Handle(inventory, Placed, func(ctx context.Context, o OrderPlaced, m *consumer.Message) error {
-		s.Stats.Reserved.Add(1)
-		return Reserved.Publish(ctx, s.c, StockReserved{OrderID: o.OrderID, SKU: o.SKU, Quantity: o.Quantity}, herald.WithSubject(o.OrderID))
-	})
-	shipping, err := add("shipping", TopicPayments)
-	if err != nil {
-		return err
-	}
-	herald.Handle(shipping, Taken, func(ctx context.Context, p PaymentTaken, m *consumer.Message) error {
-		s.Stats.Shipped.Add(1)
-		return Shipped.Publish(ctx, s.c, OrderShipped{OrderID: p.OrderID, Tracking: "TRK-" + p.OrderID}, herald.WithSubject(p.OrderID))
-	})
-	shipping.Handle(Failed.Name(), func(context.Context, *consumer.Message) error { return nil }) // nothing to ship
-	notifications, err := add("notifications", TopicShipping, consumer.WithRetry(*s.cfg.Retry))
-	if err != nil {
-		return err
-	}
-	herald.Handle(notifications, Shipped, func(ctx context.Context, o OrderShipped, m *consumer.Message) error {
-		if n, err := strconv.Atoi(o.OrderID[len("o-"):]); err == nil && n%7 == 0 {
-			s.Stats.NotifyFailures.Add(1)
-			return fmt.Errorf("notify order %s: %w", o.OrderID, ErrMailRelay)
+		if s.ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("shop: orders API: %w", err)
 		}
-		s.Stats.Notified.Add(1)
-		return nil
-	})
+	}
+	return s, nil
+}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, len(routers)+1)
-	for group, r := range routers {
-		wg.Go(func() {
-			if err := r.Run(ctx); err != nil {
-				errs <- fmt.Errorf("shop: %s: %w", group, err)
-			}
-		})
+// Orders returns the orders service, nil if it does not run here.
+func (s *Shop) Orders() *Orders { return s.orders }
+
+// URL returns the orders API's base URL ("" without the orders service).
+func (s *Shop) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	return "http://" + s.ln.Addr().String()
+}
+
+// Run runs the services (and the load generator) until ctx ends.
+func (s *Shop) Run(ctx context.Context) error {
+	var runs []func(context.Context) error
+	for _, name := range s.cfg.Services {
+		switch name {
+		case "orders":
+			runs = append(runs, s.orders.Run, s.serve)
+		case "inventory":
+			runs = append(runs, func(ctx context.Context) error { return RunInventory(ctx, s.cfg.Env) })
+		case "payments":
+			runs = append(runs, func(ctx context.Context) error { return RunPayments(ctx, s.cfg.Env) })
+		case "shipping":
+			runs = append(runs, func(ctx context.Context) error { return RunShipping(ctx, s.cfg.Env) })
+		case "notifications":
+			runs = append(runs, func(ctx context.Context) error { return RunNotifications(ctx, s.cfg.Env, &s.Notified) })
+		}
 	}
 	if s.cfg.Rate > 0 {
-		wg.Go(func() {
-			if err := s.generate(ctx); err != nil && ctx.Err() == nil {
-				errs <- err
-			}
-		})
+		runs = append(runs, s.generate)
 	}
-	wg.Wait()
-	close(errs)
-	return errors.Join(collect(errs)...)
+	return runAll(ctx, runs...)
 }
 
-func collect(ch <-chan error) []error {
-	var out []error
-	for err := range ch {
-		out = append(out, err)
+func (s *Shop) serve(ctx context.Context) error {
+	srv := &http.Server{Handler: s.orders.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(s.ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("shop: orders API: %w", err)
+	case <-ctx.Done():
 	}
-	return out
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	<-done
+	return nil
 }
-
-var skus = []string{"mug", "tee", "hoodie", "sticker", "poster"}
 
 // generate places orders at the configured rate until ctx ends.
 func (s *Shop) generate(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(float64(time.Second) / s.cfg.Rate))
 	defer t.Stop()
-	for n := 1; ; n++ {
+	log := s.cfg.Env.Logger
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		id := "o-" + strconv.Itoa(n)
-		o := OrderPlaced{
-			OrderID:  id,
+		_, err := s.orders.Place(ctx, PlaceRequest{
 			Customer: "c-" + strconv.Itoa(rand.IntN(50)),
-			SKU:      skus[rand.IntN(len(skus))],
+			SKU:      Products[rand.IntN(len(Products))],
 			Quantity: 1 + rand.IntN(3),
-			Total:    500 + rand.IntN(100000),
-		}
-		if err := Placed.Publish(ctx, s.c, o, herald.WithSubject(id), herald.WithCorrelationID("checkout-"+id)); err != nil {
+			Total:    500 + rand.IntN(20000),
+		})
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.cfg.Logger.Warn("shop: place order", "order", id, "error", err)
+			if log != nil {
+				log.Warn("shop: place order", "error", err)
+			}
 			continue
 		}
-		s.Stats.Placed.Add(1)
+		s.Generated.Add(1)
 	}
 }
