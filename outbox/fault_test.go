@@ -132,6 +132,9 @@ func TestRelaySIGKILL(t *testing.T) {
 	writing := make(chan struct{})
 	go func() { w.Wait(); close(writing) }()
 
+	// The relay is killed at random points until the outbox is empty or
+	// maxKills kills are done; then one relay finishes the work.
+	const maxKills = 40
 	kills := 0
 	var stderr bytes.Buffer
 	start := time.Now()
@@ -169,6 +172,13 @@ func TestRelaySIGKILL(t *testing.T) {
 			finished = pending(t, o) == 0
 		default:
 		}
+		if !finished && kills >= maxKills {
+			// Enough crashes: this relay lives until the writers are done
+			// and the outbox is empty, however slow the machine.
+			<-writing
+			testenv.Eventually(t, 5*time.Minute, "the last relay to empty the outbox", func() bool { return pending(t, o) == 0 })
+			finished = true
+		}
 		if finished {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -182,9 +192,6 @@ func TestRelaySIGKILL(t *testing.T) {
 		kills++
 		if testing.Verbose() {
 			t.Logf("kill %d at %v: %d pending", kills, time.Since(start).Round(time.Millisecond), pending(t, o))
-		}
-		if time.Since(start) > 5*time.Minute {
-			t.Fatalf("outbox not empty after %v and %d kills; %d pending; child output:\n%s", time.Since(start), kills, pending(t, o), stderr.String())
 		}
 	}
 	t.Logf("%d events, relay killed %d times, %v", faultEvents, kills, time.Since(start).Round(time.Millisecond))

@@ -75,9 +75,10 @@ func deepJSONSchema(n int) string {
 	return b.String()
 }
 
-// TestDeepSchemaRefusedQuickly: a schema nested far deeper than any real
-// one is refused before it is compiled, within a second.
-func TestDeepSchemaRefusedQuickly(t *testing.T) {
+// TestDeepSchemaRefusedBeforeCompiling: a schema nested far deeper than
+// any real one is refused by the nesting check, before any compiler sees
+// it (the refusal names the nesting; a compiler's own error would not).
+func TestDeepSchemaRefusedBeforeCompiling(t *testing.T) {
 	t.Parallel()
 	h, _ := memHandler(t)
 	for _, n := range []int{1500, 9000} {
@@ -86,12 +87,8 @@ func TestDeepSchemaRefusedQuickly(t *testing.T) {
 				text := deepJSONSchema(n)
 				body, _ := json.Marshal(map[string]string{"schema": text, "schemaType": typ})
 				for _, path := range []string{"/subjects/deep/versions", "/subjects/deep", "/compatibility/subjects/deep/versions"} {
-					start := time.Now()
 					r := do(t, h, "POST", path, string(body), registry.ContentType)
-					if d := time.Since(start); d > time.Second {
-						t.Fatalf("%s took %v", path, d)
-					}
-					if r.status != 422 || !strings.Contains(r.body, "nest") {
+					if r.status != 422 || !strings.Contains(r.body, "nest more than") {
 						t.Fatalf("%s = %d %.200s, want 422 about nesting", path, r.status, r.body)
 					}
 				}
