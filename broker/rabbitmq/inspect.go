@@ -251,16 +251,6 @@ func (b *Broker) TopicStates(ctx context.Context) ([]broker.TopicState, error) {
 	return out, nil
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // GroupStates implements broker.Inspector for the groups in the catalog
 // that still exist. Pending is the messages ready in the group's queues;
 // RabbitMQ tells unacknowledged messages only through its management API,
