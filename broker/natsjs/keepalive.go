@@ -53,6 +53,18 @@ func (t *tracker) remove(d *delivery) {
 	t.mu.Unlock()
 }
 
+// has reports whether a delivery of stream sequence seq is tracked.
+func (t *tracker) has(seq uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for d := t.head; d != nil; d = d.next {
+		if d.Sequence() == seq {
+			return true
+		}
+	}
+	return false
+}
+
 // revokeQueued takes back every tracked delivery not claimed yet.
 func (t *tracker) revokeQueued() {
 	t.mu.Lock()

@@ -37,9 +37,10 @@ import (
 //     claims each delivery just before it handles it), waits until what it
 //     started is settled, nacks what it took back in stream order (the last
 //     nack confirmed, so the server processed them all), checks that the
-//     server has nothing else pending, records the release, and unpins. The
-//     server redelivers the nacked events first and in order, so the next
-//     owner starts at once with no duplicates;
+//     server has nothing else pending, records the release with what it
+//     gave back, and unpins. The server redelivers the nacked events
+//     first, and the next owner hands them out in stream order (see
+//     admission), so it starts at once with no duplicates;
 //   - when an owner dies, its pin expires after the pin TTL and the next
 //     owner waits until the partition's last delivery is more than twice
 //     the ack wait old, then resets the consumer to its ack floor (see
@@ -77,6 +78,10 @@ type handover struct {
 	// and comes back only when its ack wait ends: the next owner waits for
 	// that.
 	Exact bool `json:"exact,omitempty"`
+	// Back lists the stream sequences an exact release gave back: the
+	// next owner hands them out in stream order whatever order the server
+	// redelivers them in.
+	Back []uint64 `json:"back,omitempty"`
 }
 
 type partition struct {
@@ -84,6 +89,10 @@ type partition struct {
 	cc  jetstream.ConsumeContext // nil until acquired; guarded by orderedSub.mu
 	rev uint64                   // revision of the handover record this member wrote; guarded by orderedSub.mu
 	tr  *tracker                 // received and not yet settled
+	adm admission                // what is handed to the router, and when
+	// order serialises handing deliveries out (the receiver's and the
+	// admission's timer), so they reach the router in the order admitted.
+	order sync.Mutex
 	// released is set once the partition is being given up: deliveries
 	// not claimed yet are revoked from then on.
 	released atomic.Bool
@@ -102,6 +111,7 @@ func newPartition(p int) *partition {
 
 func (p *partition) markReleased() {
 	p.released.Store(true)
+	p.adm.stop()
 	p.stopOnce.Do(func() { close(p.stop) })
 }
 
@@ -407,9 +417,16 @@ func (s *orderedSub) acquire(part *partition, prev *partition) {
 	var rev uint64
 	var restore []byte
 	for {
-		ok, r, old := s.take(part.p)
+		ok, r, old, back := s.take(part.p)
 		if ok {
 			rev, restore = r, old
+			part.adm.expectBack(back, s.opts.AckWait, func(ds []*delivery) {
+				part.order.Lock()
+				defer part.order.Unlock()
+				for _, d := range ds {
+					s.handOut(part, d)
+				}
+			})
 			break
 		}
 		select {
@@ -467,17 +484,20 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 }
 
 // take records this member as the owner of partition p if its previous
-// owner let it go, and reports the record's revision and the value it
-// replaced (nil: none). Nothing may be pending on the partition that would
-// come back out of stream order:
+// owner let it go, and reports the record's revision, the value it
+// replaced (nil: none) and the sequences the previous owner gave back (see
+// admission). Nothing may be pending on the partition that would come
+// back out of stream order:
 //   - while a client holds the partition's pin (its owner still consumes
 //     it, or died less than the pin TTL ago), take waits;
 //   - after a release recorded as exact, it takes the partition at once:
-//     what is pending is queued for redelivery in stream order;
-//   - after a release that was not exact, it waits until the partition's
-//     last delivery is an ack wait (and a margin) old, so that deliveries
-//     that never reached the previous owner came due, after the ones it
-//     nacked and in the order they were delivered;
+//     what is pending is what the previous owner gave back, queued for
+//     redelivery before anything else;
+//   - after a release that was not exact (some delivery never reached the
+//     previous owner, or a nack failed), it takes the partition at once and
+//     resets the consumer to its ack floor if anything is pending: the
+//     deliveries that went astray come due when their ack waits end, after
+//     the nacked ones, which is not stream order;
 //   - otherwise (the owner crashed, was stalled past its pin TTL, gave up
 //     deliveries it could not settle, or there is no record) it takes the
 //     partition when nothing is pending, or when the last delivery is more
@@ -485,19 +505,24 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 //     cannot be handling any of it. Then it resets the consumer to its ack
 //     floor: JetStream redelivers expired messages in the order their ack
 //     waits ran out, which is not stream order when the owner's keepalive
-//     reached some of them and not others before it died. The partition is
-//     delivered again in stream order from its first unacknowledged event
-//     (events above it that were acknowledged come again: at-least-once).
-func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte) {
+//     reached some of them and not others before it died.
+//
+// After a reset the partition is delivered again in stream order from its
+// first unacknowledged event (events above it that were acknowledged come
+// again: at-least-once). Servers before 2.14 cannot reset; there take
+// waits, after a release that was not exact, until the last delivery is an
+// ack wait (and a margin) old, and order is kept only as far as the ack
+// waits run out in order.
+func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	info, err := s.cons[p].Info(ctx)
 	if err != nil || pinned(info) {
-		return false, 0, nil
+		return false, 0, nil, nil
 	}
 	e, err := s.clean.Get(ctx, s.handoverKey(p))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, 0, nil
+		return false, 0, nil, nil
 	}
 	if err != nil {
 		e = nil
@@ -510,13 +535,18 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte) {
 	reset := false
 	switch {
 	case known && h.State == stateReleased && h.Exact:
+		back = h.Back
 	case known && h.State == stateReleased:
-		if info.NumAckPending > 0 && !since(s.opts.AckWait+time.Second) {
-			return false, 0, nil
+		switch {
+		case info.NumAckPending == 0:
+		case s.b.reset:
+			reset = true
+		case !since(s.opts.AckWait + time.Second):
+			return false, 0, nil, nil
 		}
 	case info.NumAckPending == 0:
 	case !since(2*s.opts.AckWait + time.Second):
-		return false, 0, nil
+		return false, 0, nil, nil
 	default:
 		reset = true
 	}
@@ -528,12 +558,12 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte) {
 		rev, err = s.clean.Update(ctx, s.handoverKey(p), val, e.Revision())
 	}
 	if err != nil {
-		return false, 0, nil // another member took it first, or the server is away
+		return false, 0, nil, nil // another member took it first, or the server is away
 	}
 	if reset {
 		s.resetToAckFloor(p)
 	}
-	return true, rev, old
+	return true, rev, old, back
 }
 
 // pinned reports whether a client holds the partition's pin: a member that
@@ -571,23 +601,31 @@ func (s *orderedSub) resetToAckFloor(p int) {
 		s.b.log.Warn("natsjs: reset partition to its first unacknowledged event", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
 		return
 	}
-	s.b.log.Info("natsjs: took over a partition from a member that stopped without settling; delivering again from its first unacknowledged event",
+	s.b.log.Info("natsjs: took over a partition whose previous member did not settle or give back all of its deliveries; delivering again from its first unacknowledged event",
 		"topic", s.si.topic, "group", s.opts.Group, "partition", p, "seq", resp.ResetSeq)
 }
 
 func (s *orderedSub) receiver(part *partition) jetstream.MessageHandler {
 	return func(m jetstream.Msg) {
 		d := newDelivery(m, s.b, s.si, s.opts.ConfirmAcks, part.tr, part)
-		part.tr.add(d)
-		if part.released.Load() {
-			d.revoke() // the release gives it back with the others
-			return
+		part.order.Lock()
+		defer part.order.Unlock()
+		for _, d := range part.adm.admit(d, part.tr) {
+			s.handOut(part, d)
 		}
-		select {
-		case s.ch <- d:
-		case <-s.done:
-			d.revoke()
-		}
+	}
+}
+
+// handOut passes an admitted delivery to Next. Called with part.order held.
+func (s *orderedSub) handOut(part *partition, d *delivery) {
+	if part.released.Load() {
+		d.revoke() // the release gives it back with the others
+		return
+	}
+	select {
+	case s.ch <- d:
+	case <-s.done:
+		d.revoke()
 	}
 }
 
@@ -642,7 +680,13 @@ func (s *orderedSub) release(part *partition, connected bool) {
 	}
 	back := part.tr.revoked()
 	exact := s.giveBack(ctx, part.p, back) && state == stateReleased && s.pendingAtMost(ctx, part.p, len(back))
-	val, _ := json.Marshal(handover{State: state, Member: s.member, Exact: exact})
+	h := handover{State: state, Member: s.member, Exact: exact}
+	if exact {
+		for _, d := range back {
+			h.Back = append(h.Back, d.Sequence())
+		}
+	}
+	val, _ := json.Marshal(h)
 	if _, err := s.clean.Update(ctx, s.handoverKey(part.p), val, rev); err != nil {
 		s.b.log.Debug("natsjs: record partition release", "topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "error", err)
 	}

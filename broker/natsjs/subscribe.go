@@ -357,6 +357,10 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		return fmt.Errorf("natsjs: nack: %w", broker.ErrRevoked)
 	}
 	defer d.done()
+	if d.part != nil {
+		// Its redelivery is a retry, not a stale copy (see admission).
+		d.part.adm.noteNack(d.Sequence())
+	}
 	if d.part != nil && d.part.released.Load() {
 		// The partition is being handed over: the events after this one
 		// go back at once and in order, so this one must too, or the

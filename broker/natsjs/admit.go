@@ -1,0 +1,152 @@
+package natsjs
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// recentSize is how many received stream sequences a partition remembers
+// to recognise a stale redelivery of one it already had.
+const recentSize = 2048
+
+// admission decides, for each delivery of an owned partition, whether it
+// is handed to the router and when, so that a partition's events reach
+// the router in stream order even where JetStream redelivers out of it:
+//
+//   - A stale redelivery: the server redelivers a message whose ack wait
+//     ran out while this member still held it (a process starved for
+//     longer than the ack wait keeps its keepalive from running), or whose
+//     ack crossed the expiry. It comes after later events were received,
+//     so handling it would go back in the key's order. If the first copy
+//     is still tracked it is dropped (acknowledging the first copy settles
+//     both: the server acknowledges by stream sequence); if it was settled
+//     already the copy is acknowledged at once. Redeliveries of messages
+//     this member nacked itself are real retries and go through.
+//   - Given back by the previous owner: the server queues nacked messages
+//     for redelivery in the order it got the nacks, but a message whose ack
+//     wait ran out before its nack was queued earlier, so the previous
+//     owner's in-order nacks can come back out of order. The previous owner
+//     records what it gave back; they are the first messages the server
+//     delivers, and admission holds them until all arrived (or the ack wait
+//     passed) and hands them out sorted.
+type admission struct {
+	mu     sync.Mutex
+	hi     uint64              // highest stream sequence received
+	nacked map[uint64]struct{} // nacked by this member for redelivery
+	recent [recentSize]uint64  // ring of received sequences
+	next   int
+	expect map[uint64]struct{} // given back by the previous owner, not received yet
+	held   []*delivery
+	timer  *time.Timer
+}
+
+// expectBack makes the next deliveries of seqs wait for each other; after
+// wait, what arrived is handed to out.
+func (a *admission) expectBack(seqs []uint64, wait time.Duration, out func([]*delivery)) {
+	if len(seqs) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.expect = make(map[uint64]struct{}, len(seqs))
+	for _, s := range seqs {
+		a.expect[s] = struct{}{}
+	}
+	a.timer = time.AfterFunc(wait, func() {
+		a.mu.Lock()
+		ds := a.flushLocked()
+		a.mu.Unlock()
+		if len(ds) > 0 {
+			out(ds)
+		}
+	})
+}
+
+// noteNack records that this member nacked seq: its redelivery is a retry.
+func (a *admission) noteNack(seq uint64) {
+	a.mu.Lock()
+	if a.nacked == nil {
+		a.nacked = map[uint64]struct{}{}
+	}
+	a.nacked[seq] = struct{}{}
+	a.mu.Unlock()
+}
+
+// admit tracks d in tr unless it is a stale copy, and returns the
+// deliveries to hand out now, in order (none while d is held).
+func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
+	seq := d.Sequence()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if d.Attempt() > 1 && a.stale(seq, tr) {
+		if !tr.has(seq) {
+			_ = d.m.Ack()
+		}
+		return nil
+	}
+	a.recent[a.next] = seq
+	a.next = (a.next + 1) % recentSize
+	tr.add(d)
+	if len(a.expect) > 0 {
+		if _, ok := a.expect[seq]; ok {
+			delete(a.expect, seq)
+			a.held = append(a.held, d)
+			if len(a.expect) > 0 {
+				return nil
+			}
+			return a.flushLocked()
+		}
+		// Not one of those given back: they were all delivered before
+		// it or went astray; hand out what arrived, then d.
+		ds := a.flushLocked()
+		a.hi = max(a.hi, seq)
+		return append(ds, d)
+	}
+	a.hi = max(a.hi, seq)
+	return []*delivery{d}
+}
+
+// stale reports whether a redelivery of seq copies a delivery this member
+// received before, and not a retry it asked for. Called with a.mu held.
+func (a *admission) stale(seq uint64, tr *tracker) bool {
+	if _, ok := a.nacked[seq]; ok {
+		delete(a.nacked, seq)
+		return false
+	}
+	if seq > a.hi {
+		return false
+	}
+	if tr.has(seq) {
+		return true
+	}
+	return slices.Contains(a.recent[:], seq)
+}
+
+// flushLocked ends holding and returns what was held, in stream order.
+func (a *admission) flushLocked() []*delivery {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	a.expect = nil
+	ds := a.held
+	a.held = nil
+	sortBySequence(ds)
+	for _, d := range ds {
+		a.hi = max(a.hi, d.Sequence())
+	}
+	return ds
+}
+
+// stop ends holding without handing anything out: the partition is given
+// up, and its release takes back what was held (it is tracked).
+func (a *admission) stop() {
+	a.mu.Lock()
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	a.expect, a.held = nil, nil
+	a.mu.Unlock()
+}

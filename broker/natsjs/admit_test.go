@@ -1,0 +1,162 @@
+package natsjs
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fetched publishes n messages to a fresh stream, fetches them once
+// (attempt 1) and, after their ack wait ran out, once more (attempt 2).
+func fetched(t *testing.T, n int) (first, again []jetstream.Msg) {
+	t.Helper()
+	ctx := t.Context()
+	e, err := RunEmbedded(ctx, EmbeddedConfig{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ADMIT", Subjects: []string{"admit.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := js.Publish(ctx, "admit.k", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "g", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(what string) []jetstream.Msg {
+		var out []jetstream.Msg
+		deadline := time.Now().Add(30 * time.Second)
+		for len(out) < n && time.Now().Before(deadline) {
+			b, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range b.Messages() {
+				out = append(out, m)
+			}
+		}
+		if len(out) != n {
+			t.Fatalf("%s: fetched %d of %d messages", what, len(out), n)
+		}
+		return out
+	}
+	first = fetch("first deliveries")
+	// The second fetch gets them only once their ack wait ran out.
+	again = fetch("redeliveries")
+	for _, m := range again {
+		md, _ := m.Metadata()
+		if md.NumDelivered != 2 {
+			t.Fatalf("redelivery of %d has attempt %d", md.Sequence.Stream, md.NumDelivered)
+		}
+	}
+	return first, again
+}
+
+func seqs(ds []*delivery) []uint64 {
+	out := []uint64{}
+	for _, d := range ds {
+		out = append(out, d.Sequence())
+	}
+	return out
+}
+
+func wrap(m jetstream.Msg, tr *tracker) *delivery {
+	return newDelivery(m, nil, nil, false, tr, nil)
+}
+
+// A redelivery of a message the member still holds, or settled, is not
+// handed out again; a redelivery of one it nacked is.
+func TestAdmissionDropsStaleCopies(t *testing.T) {
+	first, again := fetched(t, 3)
+	var a admission
+	tr := newTracker()
+	var ds []*delivery
+	for _, m := range first {
+		out := a.admit(wrap(m, tr), tr)
+		if len(out) != 1 {
+			t.Fatalf("first delivery handed out %v", seqs(out))
+		}
+		ds = append(ds, out[0])
+	}
+	// 1 is settled (acknowledged), 2 still being handled, 3 nacked.
+	ds[0].done()
+	a.noteNack(ds[2].Sequence())
+	ds[2].done()
+	if out := a.admit(wrap(again[0], tr), tr); len(out) != 0 {
+		t.Errorf("stale copy of a settled message handed out: %v", seqs(out))
+	}
+	if out := a.admit(wrap(again[1], tr), tr); len(out) != 0 {
+		t.Errorf("stale copy of a held message handed out: %v", seqs(out))
+	}
+	if out := a.admit(wrap(again[2], tr), tr); len(out) != 1 || out[0].Sequence() != 3 {
+		t.Errorf("retry of a nacked message: handed out %v, want [3]", seqs(out))
+	}
+	if tr.n != 2 {
+		t.Errorf("tracking %d deliveries, want 2 (the held one and the retry)", tr.n)
+	}
+}
+
+// What the previous owner gave back is handed out in stream order however
+// the server redelivers it, and what arrives after it follows it.
+func TestAdmissionSortsWhatWasGivenBack(t *testing.T) {
+	_, again := fetched(t, 4)
+	var a admission
+	tr := newTracker()
+	a.expectBack([]uint64{1, 2, 3}, time.Minute, func([]*delivery) { t.Error("flushed by the timer") })
+	for _, i := range []int{2, 0} {
+		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
+			t.Fatalf("handed out %v before all that was given back arrived", seqs(out))
+		}
+	}
+	out := a.admit(wrap(again[1], tr), tr)
+	if got := seqs(out); len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("given back handed out as %v, want [1 2 3]", got)
+	}
+	if out := a.admit(wrap(again[3], tr), tr); len(out) != 1 || out[0].Sequence() != 4 {
+		t.Fatalf("next delivery handed out as %v, want [4]", seqs(out))
+	}
+}
+
+// If some of what was given back never comes (another member settled it,
+// or it was acknowledged at last), what came is handed out after the wait,
+// sorted.
+func TestAdmissionStopsWaiting(t *testing.T) {
+	_, again := fetched(t, 3)
+	var a admission
+	tr := newTracker()
+	got := make(chan []uint64, 1)
+	a.expectBack([]uint64{1, 2, 3}, 100*time.Millisecond, func(ds []*delivery) { got <- seqs(ds) })
+	for _, i := range []int{2, 0} {
+		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
+			t.Fatalf("handed out %v early", seqs(out))
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	select {
+	case s := <-got:
+		if len(s) != 2 || s[0] != 1 || s[1] != 3 {
+			t.Fatalf("after the wait handed out %v, want [1 3]", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing handed out after the wait")
+	}
+}
