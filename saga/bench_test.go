@@ -23,7 +23,7 @@ func BenchmarkThreeStepSagas(b *testing.B) {
 // benchSagas runs b.N instances, starting them from conc goroutines, with
 // routers handling conc events at once.
 func benchSagas(b *testing.B, conc int) {
-	h := newHarnessConc(b, unique("saga_"), true, nil, time.Minute, conc, saga.WithTick(saga.DefaultTick)) // the default tick, as in production
+	h := newHarnessConc(b, unique("saga_"), true, nil, definition(time.Minute), conc, saga.WithTick(saga.DefaultTick)) // the default tick, as in production
 	ctx := b.Context()
 	base := unique("b-")
 	b.ResetTimer()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -109,19 +110,37 @@ func wire(ctx context.Context, b *natsjs.Broker, n names) (*herald.Client, *saga
 }
 
 func newHarness(t testing.TB, timeout time.Duration, opts ...saga.Option) *harness {
-	return newHarnessOn(t, unique("saga_"), true, nil, timeout, opts...)
+	return newHarnessDef(t, definition(timeout), opts...)
+}
+
+// newHarnessDef is newHarness running def.
+func newHarnessDef(t testing.TB, def saga.Definition, opts ...saga.Option) *harness {
+	return newHarnessConc(t, unique("saga_"), true, nil, def, 0, opts...)
+}
+
+// withTimeout sets step's timeout in d (its compensation's too): a test
+// that waits for one step to time out keeps the others from timing out on
+// a loaded machine.
+func withTimeout(d saga.Definition, step string, timeout time.Duration) saga.Definition {
+	d.Steps = slices.Clone(d.Steps)
+	for i := range d.Steps {
+		if d.Steps[i].Name == step {
+			d.Steps[i].Timeout = timeout
+		}
+	}
+	return d
 }
 
 // newHarnessOn builds a harness on base's topics; without runEngine the
 // engine only starts and reads instances, and another process runs them.
 // A non-nil store replaces the KV bucket.
 func newHarnessOn(t testing.TB, base string, runEngine bool, store saga.Store, timeout time.Duration, opts ...saga.Option) *harness {
-	return newHarnessConc(t, base, runEngine, store, timeout, 0, opts...)
+	return newHarnessConc(t, base, runEngine, store, definition(timeout), 0, opts...)
 }
 
 // newHarnessConc is newHarnessOn with routers running concurrency
 // handlers at once (0: the default).
-func newHarnessConc(t testing.TB, base string, runEngine bool, store saga.Store, timeout time.Duration, concurrency int, opts ...saga.Option) *harness {
+func newHarnessConc(t testing.TB, base string, runEngine bool, store saga.Store, def saga.Definition, concurrency int, opts ...saga.Option) *harness {
 	t.Helper()
 	ctx := t.Context()
 	b, err := natsjs.New(context.Background(), natsjs.WithEmbedded(emb))
@@ -145,7 +164,7 @@ func newHarnessConc(t testing.TB, base string, runEngine bool, store saga.Store,
 		store = kv
 	}
 	h := &harness{client: c, reg: prometheus.NewRegistry(), dlq: n.dlq, b: b, log: map[string][]string{}, ids: map[string]bool{}}
-	h.eng, err = saga.New(store, c, []saga.Definition{definition(timeout)}, append([]saga.Option{saga.WithTick(50 * time.Millisecond), saga.WithRegisterer(h.reg)}, opts...)...)
+	h.eng, err = saga.New(store, c, []saga.Definition{def}, append([]saga.Option{saga.WithTick(50 * time.Millisecond), saga.WithRegisterer(h.reg)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +354,7 @@ func TestFailureAtEachStepCompensatesInReverse(t *testing.T) {
 // A step that never answers times out; being of unknown effect, it is
 // compensated too, then the ones before.
 func TestTimeoutCompensatesTheTimedOutStepToo(t *testing.T) {
-	h := newHarness(t, 500*time.Millisecond)
+	h := newHarnessDef(t, withTimeout(definition(30*time.Second), "charge", 2*time.Second))
 	id := unique("o-")
 	if err := h.eng.Start(t.Context(), "order", id, orderData{Hang: "charge"}); err != nil {
 		t.Fatal(err)
@@ -413,7 +432,7 @@ func TestBadReplies(t *testing.T) {
 // A compensation that is never confirmed is retried, then the instance
 // fails, is dead-lettered and counted.
 func TestCompensationThatKeepsFailingIsDeadLettered(t *testing.T) {
-	h := newHarness(t, 300*time.Millisecond, saga.WithMaxUndoAttempts(2))
+	h := newHarnessDef(t, withTimeout(definition(30*time.Second), "reserve", 2*time.Second), saga.WithMaxUndoAttempts(2))
 	id := unique("o-")
 	if err := h.eng.Start(t.Context(), "order", id, orderData{Fail: "charge", HangUndo: "reserve"}); err != nil {
 		t.Fatal(err)

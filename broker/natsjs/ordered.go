@@ -78,10 +78,12 @@ type handover struct {
 	// and comes back only when its ack wait ends: the next owner waits for
 	// that.
 	Exact bool `json:"exact,omitempty"`
-	// Back lists the stream sequences an exact release gave back: the
-	// next owner hands them out in stream order whatever order the server
-	// redelivers them in.
-	Back []uint64 `json:"back,omitempty"`
+	// Nacked is set when the release gave back (nacked) every delivery it
+	// had not handled; Back lists their stream sequences: the next owner
+	// hands them out in stream order whatever order the server redelivers
+	// them in.
+	Nacked bool     `json:"nacked,omitempty"`
+	Back   []uint64 `json:"back,omitempty"`
 }
 
 type partition struct {
@@ -493,11 +495,13 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 //   - after a release recorded as exact, it takes the partition at once:
 //     what is pending is what the previous owner gave back, queued for
 //     redelivery before anything else;
-//   - after a release that was not exact (some delivery never reached the
-//     previous owner, or a nack failed), it takes the partition at once and
-//     resets the consumer to its ack floor if anything is pending: the
-//     deliveries that went astray come due when their ack waits end, after
-//     the nacked ones, which is not stream order;
+//   - after a release that gave everything back but was not exact (some
+//     delivery never reached the previous owner), it waits until the
+//     partition's last delivery is an ack wait (and a margin) old, so that
+//     the deliveries that went astray came due, after the nacked ones and
+//     in the order they were delivered;
+//   - after a release whose nacks failed, it takes the partition at once
+//     and resets the consumer to its ack floor if anything is pending;
 //   - otherwise (the owner crashed, was stalled past its pin TTL, gave up
 //     deliveries it could not settle, or there is no record) it takes the
 //     partition when nothing is pending, or when the last delivery is more
@@ -510,7 +514,7 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 // After a reset the partition is delivered again in stream order from its
 // first unacknowledged event (events above it that were acknowledged come
 // again: at-least-once). Servers before 2.14 cannot reset; there take
-// waits, after a release that was not exact, until the last delivery is an
+// waits, after a release whose nacks failed, until the last delivery is an
 // ack wait (and a margin) old, and order is kept only as far as the ack
 // waits run out in order.
 func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64) {
@@ -536,7 +540,15 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64
 	switch {
 	case known && h.State == stateReleased && h.Exact:
 		back = h.Back
+	case known && h.State == stateReleased && h.Nacked:
+		// Some deliveries never reached the previous owner: they come
+		// due when their ack waits end, after the nacked ones.
+		if info.NumAckPending > 0 && !since(s.opts.AckWait+time.Second) {
+			return false, 0, nil, nil
+		}
+		back = h.Back
 	case known && h.State == stateReleased:
+		// A nack failed: what is pending comes back in no known order.
 		switch {
 		case info.NumAckPending == 0:
 		case s.b.reset:
@@ -679,9 +691,10 @@ func (s *orderedSub) release(part *partition, connected bool) {
 			"topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "handling", n)
 	}
 	back := part.tr.revoked()
-	exact := s.giveBack(ctx, part.p, back) && state == stateReleased && s.pendingAtMost(ctx, part.p, len(back))
-	h := handover{State: state, Member: s.member, Exact: exact}
-	if exact {
+	nacked := s.giveBack(ctx, part.p, back) && state == stateReleased
+	exact := nacked && s.pendingAtMost(ctx, part.p, len(back))
+	h := handover{State: state, Member: s.member, Exact: exact, Nacked: nacked}
+	if nacked {
 		for _, d := range back {
 			h.Back = append(h.Back, d.Sequence())
 		}
