@@ -33,7 +33,6 @@ func TestKeyOrderUnderContention(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = cmd.Wait() })
 	}
-	t.Cleanup(cancel) // runs before the waits above
 	for i := range iterations {
 		if !t.Run(fmt.Sprintf("run%02d", i+1), keyOrderAcrossInstances) {
 			t.Fatalf("order broke in run %d of %d with %d busy processes", i+1, iterations, busy)

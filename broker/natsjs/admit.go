@@ -42,8 +42,9 @@ type admission struct {
 }
 
 // expectBack makes the next deliveries of seqs wait for each other; after
-// wait, what arrived is handed to out.
-func (a *admission) expectBack(seqs []uint64, wait time.Duration, out func([]*delivery)) {
+// wait, fire is called: it takes what arrived with flush, under the same
+// lock as the deliveries it hands out after them.
+func (a *admission) expectBack(seqs []uint64, wait time.Duration, fire func()) {
 	if len(seqs) == 0 {
 		return
 	}
@@ -53,14 +54,14 @@ func (a *admission) expectBack(seqs []uint64, wait time.Duration, out func([]*de
 	for _, s := range seqs {
 		a.expect[s] = struct{}{}
 	}
-	a.timer = time.AfterFunc(wait, func() {
-		a.mu.Lock()
-		ds := a.flushLocked()
-		a.mu.Unlock()
-		if len(ds) > 0 {
-			out(ds)
-		}
-	})
+	a.timer = time.AfterFunc(wait, fire)
+}
+
+// flush ends holding and returns what was held, in stream order.
+func (a *admission) flush() []*delivery {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.flushLocked()
 }
 
 // noteNack records that this member nacked seq: its redelivery is a retry.
@@ -79,11 +80,13 @@ func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
 	seq := d.Sequence()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if d.Attempt() > 1 && a.stale(seq, tr) {
-		if !tr.has(seq) {
-			_ = d.m.Ack()
+	if d.Attempt() > 1 {
+		if stale, held := a.stale(seq, tr); stale {
+			if !held {
+				_ = d.m.Ack()
+			}
+			return nil
 		}
-		return nil
 	}
 	a.recent[a.next] = seq
 	a.next = (a.next + 1) % recentSize
@@ -108,19 +111,20 @@ func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
 }
 
 // stale reports whether a redelivery of seq copies a delivery this member
-// received before, and not a retry it asked for. Called with a.mu held.
-func (a *admission) stale(seq uint64, tr *tracker) bool {
+// received before, and not a retry it asked for, and whether that first
+// copy is still tracked. Called with a.mu held.
+func (a *admission) stale(seq uint64, tr *tracker) (stale, held bool) {
 	if _, ok := a.nacked[seq]; ok {
 		delete(a.nacked, seq)
-		return false
+		return false, false
 	}
 	if seq > a.hi {
-		return false
+		return false, false
 	}
 	if tr.has(seq) {
-		return true
+		return true, true
 	}
-	return slices.Contains(a.recent[:], seq)
+	return slices.Contains(a.recent[:], seq), false
 }
 
 // flushLocked ends holding and returns what was held, in stream order.

@@ -120,7 +120,7 @@ func TestAdmissionSortsWhatWasGivenBack(t *testing.T) {
 	_, again := fetched(t, 4)
 	var a admission
 	tr := newTracker()
-	a.expectBack([]uint64{1, 2, 3}, time.Minute, func([]*delivery) { t.Error("flushed by the timer") })
+	a.expectBack([]uint64{1, 2, 3}, time.Minute, func() { t.Error("flushed by the timer") })
 	for _, i := range []int{2, 0} {
 		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
 			t.Fatalf("handed out %v before all that was given back arrived", seqs(out))
@@ -143,7 +143,7 @@ func TestAdmissionStopsWaiting(t *testing.T) {
 	var a admission
 	tr := newTracker()
 	got := make(chan []uint64, 1)
-	a.expectBack([]uint64{1, 2, 3}, 100*time.Millisecond, func(ds []*delivery) { got <- seqs(ds) })
+	a.expectBack([]uint64{1, 2, 3}, 100*time.Millisecond, func() { got <- seqs(a.flush()) })
 	for _, i := range []int{2, 0} {
 		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
 			t.Fatalf("handed out %v early", seqs(out))

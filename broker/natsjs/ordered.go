@@ -422,10 +422,12 @@ func (s *orderedSub) acquire(part *partition, prev *partition) {
 		ok, r, old, back := s.take(part.p)
 		if ok {
 			rev, restore = r, old
-			part.adm.expectBack(back, s.opts.AckWait, func(ds []*delivery) {
+			part.adm.expectBack(back, s.opts.AckWait, func() {
+				// Flushed under order, so nothing the receiver admits
+				// meanwhile is handed out before what was held.
 				part.order.Lock()
 				defer part.order.Unlock()
-				for _, d := range ds {
+				for _, d := range part.adm.flush() {
 					s.handOut(part, d)
 				}
 			})
