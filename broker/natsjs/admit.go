@@ -26,10 +26,14 @@ const recentSize = 2048
 //   - Given back by the previous owner: the server queues nacked messages
 //     for redelivery in the order it got the nacks, but a message whose ack
 //     wait ran out before its nack was queued earlier, so the previous
-//     owner's in-order nacks can come back out of order. The previous owner
-//     records what it gave back; they are the first messages the server
-//     delivers, and admission holds them until all arrived (or the ack wait
-//     passed) and hands them out sorted.
+//     owner's in-order nacks can come back out of order, and a delivery
+//     that went astray at the release (in flight to the previous owner) can
+//     come due before them. The previous owner records what it gave back;
+//     admission holds everything that arrives until all of that arrived and
+//     hands it out sorted. If some of it never comes (it was settled after
+//     all), holding ends once nothing arrived for the wait; the wait counts
+//     from the arrivals, not from the acquisition, so a slow start (a loaded
+//     machine, a slow first pull) does not end it before anything came.
 type admission struct {
 	mu     sync.Mutex
 	hi     uint64              // highest stream sequence received
@@ -38,13 +42,17 @@ type admission struct {
 	next   int
 	expect map[uint64]struct{} // given back by the previous owner, not received yet
 	held   []*delivery
+	wait   time.Duration
+	fire   func(gen uint64)
 	timer  *time.Timer
+	gen    uint64 // which timer may end holding
 }
 
-// expectBack makes the next deliveries of seqs wait for each other; after
-// wait, fire is called: it takes what arrived with flush, under the same
-// lock as the deliveries it hands out after them.
-func (a *admission) expectBack(seqs []uint64, wait time.Duration, fire func()) {
+// expectBack makes the next deliveries wait until seqs all arrived. If
+// nothing arrives for wait while some are missing, fire is called with the
+// timer's generation: it takes what arrived with flush, under the same lock
+// as the deliveries it hands out after them.
+func (a *admission) expectBack(seqs []uint64, wait time.Duration, fire func(gen uint64)) {
 	if len(seqs) == 0 {
 		return
 	}
@@ -54,13 +62,18 @@ func (a *admission) expectBack(seqs []uint64, wait time.Duration, fire func()) {
 	for _, s := range seqs {
 		a.expect[s] = struct{}{}
 	}
-	a.timer = time.AfterFunc(wait, fire)
+	a.wait, a.fire = wait, fire
 }
 
-// flush ends holding and returns what was held, in stream order.
-func (a *admission) flush() []*delivery {
+// flush ends holding and returns what was held, in stream order, if gen is
+// the generation of the latest timer (a timer that fired while a delivery
+// was being admitted, which restarted or ended holding, flushes nothing).
+func (a *admission) flush(gen uint64) []*delivery {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if gen != a.gen || a.timer == nil {
+		return nil
+	}
 	return a.flushLocked()
 }
 
@@ -92,22 +105,27 @@ func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
 	a.next = (a.next + 1) % recentSize
 	tr.add(d)
 	if len(a.expect) > 0 {
-		if _, ok := a.expect[seq]; ok {
-			delete(a.expect, seq)
-			a.held = append(a.held, d)
-			if len(a.expect) > 0 {
-				return nil
-			}
-			return a.flushLocked()
+		delete(a.expect, seq)
+		a.held = append(a.held, d)
+		if len(a.expect) > 0 {
+			a.restartTimerLocked()
+			return nil
 		}
-		// Not one of those given back: they were all delivered before
-		// it or went astray; hand out what arrived, then d.
-		ds := a.flushLocked()
-		a.hi = max(a.hi, seq)
-		return append(ds, d)
+		return a.flushLocked()
 	}
 	a.hi = max(a.hi, seq)
 	return []*delivery{d}
+}
+
+// restartTimerLocked makes holding end after the wait unless something
+// arrives first. Called with a.mu held.
+func (a *admission) restartTimerLocked() {
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.gen++
+	gen, fire := a.gen, a.fire
+	a.timer = time.AfterFunc(a.wait, func() { fire(gen) })
 }
 
 // stale reports whether a redelivery of seq copies a delivery this member
@@ -133,6 +151,7 @@ func (a *admission) flushLocked() []*delivery {
 		a.timer.Stop()
 		a.timer = nil
 	}
+	a.gen++
 	a.expect = nil
 	ds := a.held
 	a.held = nil
@@ -151,6 +170,7 @@ func (a *admission) stop() {
 		a.timer.Stop()
 		a.timer = nil
 	}
+	a.gen++
 	a.expect, a.held = nil, nil
 	a.mu.Unlock()
 }

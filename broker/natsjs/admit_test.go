@@ -120,7 +120,7 @@ func TestAdmissionSortsWhatWasGivenBack(t *testing.T) {
 	_, again := fetched(t, 4)
 	var a admission
 	tr := newTracker()
-	a.expectBack([]uint64{1, 2, 3}, time.Minute, func() { t.Error("flushed by the timer") })
+	a.expectBack([]uint64{1, 2, 3}, time.Minute, func(uint64) { t.Error("flushed by the timer") })
 	for _, i := range []int{2, 0} {
 		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
 			t.Fatalf("handed out %v before all that was given back arrived", seqs(out))
@@ -135,6 +135,51 @@ func TestAdmissionSortsWhatWasGivenBack(t *testing.T) {
 	}
 }
 
+// A delivery that is not among those given back (one that went astray at
+// the release and came due first) waits with them and takes its place in
+// stream order.
+func TestAdmissionHoldsWhatCameDueFirst(t *testing.T) {
+	_, again := fetched(t, 4)
+	var a admission
+	tr := newTracker()
+	a.expectBack([]uint64{1, 2, 3}, time.Minute, func(uint64) { t.Error("flushed by the timer") })
+	for _, i := range []int{3, 2, 0} {
+		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
+			t.Fatalf("handed out %v before all that was given back arrived", seqs(out))
+		}
+	}
+	out := a.admit(wrap(again[1], tr), tr)
+	if got := seqs(out); len(got) != 4 || got[0] != 1 || got[1] != 2 || got[2] != 3 || got[3] != 4 {
+		t.Fatalf("handed out as %v, want [1 2 3 4]", got)
+	}
+}
+
+// The wait counts from the arrivals: an acquisition whose first
+// deliveries come later than the wait (a loaded machine, a slow first
+// pull) still holds them until all that was given back arrived.
+func TestAdmissionWaitStartsAtTheFirstArrival(t *testing.T) {
+	_, again := fetched(t, 2)
+	var a admission
+	tr := newTracker()
+	const wait = 50 * time.Millisecond
+	got := make(chan []uint64, 1)
+	a.expectBack([]uint64{1, 2}, wait, func(gen uint64) { got <- seqs(a.flush(gen)) })
+	time.Sleep(3 * wait) // longer than the wait passes before anything arrives
+	if out := a.admit(wrap(again[1], tr), tr); len(out) != 0 {
+		t.Fatalf("handed out %v although 1 was given back and has not arrived", seqs(out))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	select {
+	case s := <-got:
+		if len(s) != 1 || s[0] != 2 {
+			t.Fatalf("after the wait handed out %v, want [2]", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing handed out after the wait")
+	}
+}
+
 // If some of what was given back never comes (another member settled it,
 // or it was acknowledged at last), what came is handed out after the wait,
 // sorted.
@@ -143,7 +188,7 @@ func TestAdmissionStopsWaiting(t *testing.T) {
 	var a admission
 	tr := newTracker()
 	got := make(chan []uint64, 1)
-	a.expectBack([]uint64{1, 2, 3}, 100*time.Millisecond, func() { got <- seqs(a.flush()) })
+	a.expectBack([]uint64{1, 2, 3}, 100*time.Millisecond, func(gen uint64) { got <- seqs(a.flush(gen)) })
 	for _, i := range []int{2, 0} {
 		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
 			t.Fatalf("handed out %v early", seqs(out))

@@ -422,12 +422,12 @@ func (s *orderedSub) acquire(part *partition, prev *partition) {
 		ok, r, old, back := s.take(part.p)
 		if ok {
 			rev, restore = r, old
-			part.adm.expectBack(back, s.opts.AckWait, func() {
+			part.adm.expectBack(back, s.opts.AckWait, func(gen uint64) {
 				// Flushed under order, so nothing the receiver admits
 				// meanwhile is handed out before what was held.
 				part.order.Lock()
 				defer part.order.Unlock()
-				for _, d := range part.adm.flush() {
+				for _, d := range part.adm.flush(gen) {
 					s.handOut(part, d)
 				}
 			})
