@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ContentTypeJSON is the media type of a structured-mode JSON CloudEvent.
@@ -113,22 +114,29 @@ func writeJSONString(buf *bytes.Buffer, s string) {
 // [ErrInvalid] and says what is wrong.
 func UnmarshalJSON(b []byte) (*Event, error) {
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil {
+	if err := json.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("%w: structured JSON: %v", ErrInvalid, err)
 	}
 	if raw == nil {
 		return nil, fmt.Errorf("%w: structured JSON: expected an object", ErrInvalid)
 	}
+	return UnmarshalJSONObject(raw)
+}
+
+// UnmarshalJSONObject decodes a structured-mode JSON CloudEvent whose
+// members were decoded already: raw holds each member's JSON value, valid
+// JSON as a decoder returns it. It is [UnmarshalJSON] for a reader that
+// decodes many events from one document (a JSON batch) in one pass. The
+// event's data may share memory with raw.
+func UnmarshalJSONObject(raw map[string]json.RawMessage) (*Event, error) {
 	e := &Event{}
 	str := func(name string) (string, error) {
 		v, ok := raw[name]
 		if !ok {
 			return "", nil
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		s, ok := jsonString(v)
+		if !ok {
 			return "", fmt.Errorf("%w: attribute %q must be a string", ErrInvalid, name)
 		}
 		return s, nil
@@ -190,7 +198,7 @@ func UnmarshalJSON(b []byte) (*Event, error) {
 		}
 	case hasData && !bytes.Equal(bytes.TrimSpace(data), []byte("null")):
 		if IsJSONContentType(e.DataContentType) {
-			e.Data = append([]byte(nil), data...)
+			e.Data = data
 			break
 		}
 		// Non-JSON data in "data" is a JSON string holding the text.
@@ -206,7 +214,27 @@ func UnmarshalJSON(b []byte) (*Event, error) {
 	return e, nil
 }
 
+// jsonString returns the string a valid JSON value holds, and false if it
+// is not a string. Strings without escapes, the common case, are taken as
+// they are.
+func jsonString(v json.RawMessage) (string, bool) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		in := v[1 : len(v)-1]
+		if bytes.IndexByte(in, '\\') < 0 && utf8.Valid(in) {
+			return string(in), true
+		}
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
 func extensionValue(name string, v json.RawMessage) (string, error) {
+	if s, ok := jsonString(v); ok {
+		return s, nil
+	}
 	var x any
 	d := json.NewDecoder(bytes.NewReader(v))
 	d.UseNumber()

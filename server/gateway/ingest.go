@@ -150,30 +150,50 @@ func (g *Gateway) readEvents(w http.ResponseWriter, r *http.Request) ([]*event.E
 	return []*event.Event{e}, nil
 }
 
+// readBatch decodes a JSON batch in one pass: each member is decoded once,
+// as it is reached, and a batch over the limit is refused once the limit is
+// passed.
 func (g *Gateway) readBatch(body []byte) ([]*event.Event, *Problem) {
-	var raws []json.RawMessage
+	const want = "batch: want a JSON array of structured CloudEvents"
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raws); err != nil {
-		return nil, &Problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf("batch: want a JSON array of structured CloudEvents: %v", err)}
+	tok, err := dec.Token()
+	switch {
+	case err == io.EOF:
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: want + ", got an empty body"}
+	case err != nil:
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf("%s: %v", want, err)}
+	case tok == nil:
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: want + ", got null"}
+	case tok != json.Delim('['):
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf("%s, got %s", want, describeToken(tok))}
 	}
-	if dec.More() {
-		return nil, &Problem{Status: http.StatusBadRequest, Detail: "batch: data after the JSON array"}
-	}
-	if raws == nil {
-		return nil, &Problem{Status: http.StatusBadRequest, Detail: "batch: want a JSON array of structured CloudEvents, got null"}
-	}
-	if len(raws) == 0 {
-		return nil, &Problem{Status: http.StatusBadRequest, Detail: "batch: no events"}
-	}
-	if len(raws) > g.cfg.maxBatch {
-		return nil, &Problem{Status: http.StatusRequestEntityTooLarge,
-			Detail: fmt.Sprintf("batch of %d events is over the limit of %d: split it", len(raws), g.cfg.maxBatch)}
-	}
-	events := make([]*event.Event, len(raws))
+	var events []*event.Event
 	var bad []EventError
-	seen := make(map[string]int, len(raws))
-	for i, raw := range raws {
-		e, err := event.UnmarshalJSON(raw)
+	seen := map[string]int{}
+	for i := 0; dec.More(); i++ {
+		if i == g.cfg.maxBatch {
+			return nil, &Problem{Status: http.StatusRequestEntityTooLarge,
+				Detail: fmt.Sprintf("batch of more than %d events is over the limit of %d: split it", g.cfg.maxBatch, g.cfg.maxBatch)}
+		}
+		var raw map[string]json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			var te *json.UnmarshalTypeError
+			if !errors.As(err, &te) {
+				return nil, &Problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf("%s: event %d: %v", want, i, err)}
+			}
+			// A member that is not an object was read whole: say so
+			// and go on with the others.
+			bad = append(bad, EventError{Index: i, Detail: fmt.Sprintf("%v: structured JSON: expected an object, got %s", event.ErrInvalid, te.Value)})
+			events = append(events, nil)
+			continue
+		}
+		if raw == nil {
+			bad = append(bad, EventError{Index: i, Detail: fmt.Sprintf("%v: structured JSON: expected an object", event.ErrInvalid)})
+			events = append(events, nil)
+			continue
+		}
+		e, err := event.UnmarshalJSONObject(raw)
+		events = append(events, e)
 		if err != nil {
 			bad = append(bad, EventError{Index: i, Detail: err.Error()})
 			continue
@@ -187,12 +207,41 @@ func (g *Gateway) readBatch(body []byte) ([]*event.Event, *Problem) {
 			continue
 		}
 		seen[e.ID] = i
-		events[i] = e
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		if err == io.EOF {
+			return nil, &Problem{Status: http.StatusBadRequest, Detail: want + ": the body ends before the array is closed"}
+		}
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf("%s: %v", want, err)}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: "batch: data after the JSON array"}
+	}
+	if len(events) == 0 {
+		return nil, &Problem{Status: http.StatusBadRequest, Detail: "batch: no events"}
 	}
 	if bad != nil {
-		return nil, invalidEvents(len(raws), bad)
+		return nil, invalidEvents(len(events), bad)
 	}
 	return events, nil
+}
+
+// describeToken names what a JSON document holds where an array was wanted.
+func describeToken(tok json.Token) string {
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '{' {
+			return "an object"
+		}
+		return fmt.Sprintf("%q", string(t))
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case float64, json.Number:
+		return "a number"
+	}
+	return fmt.Sprintf("%v", tok)
 }
 
 func invalidEvents(n int, bad []EventError) *Problem {
