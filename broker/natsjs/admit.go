@@ -28,12 +28,16 @@ const recentSize = 2048
 //     wait ran out before its nack was queued earlier, so the previous
 //     owner's in-order nacks can come back out of order, and a delivery
 //     that went astray at the release (in flight to the previous owner) can
-//     come due before them. The previous owner records what it gave back;
-//     admission holds everything that arrives until all of that arrived and
-//     hands it out sorted. If some of it never comes (it was settled after
-//     all), holding ends once nothing arrived for the wait; the wait counts
-//     from the arrivals, not from the acquisition, so a slow start (a loaded
-//     machine, a slow first pull) does not end it before anything came.
+//     come due before them. The previous owner records what it gave back,
+//     and the next owner counts what else was pending when it took the
+//     partition (deliveries that never reached the previous owner, whose
+//     ack waits ran out in whatever order and which the server queued
+//     behind the nacked ones, or ahead of them); admission holds everything
+//     that arrives until all of that arrived and hands it out sorted. If
+//     some of it never comes (it was settled after all), holding ends once
+//     nothing arrived for the wait (twice the ack wait); the wait counts from the arrivals, not
+//     from the acquisition, so a slow start (a loaded machine, a slow first
+//     pull) does not end it before anything came.
 type admission struct {
 	mu     sync.Mutex
 	hi     uint64              // highest stream sequence received
@@ -41,6 +45,10 @@ type admission struct {
 	recent [recentSize]uint64  // ring of received sequences
 	next   int
 	expect map[uint64]struct{} // given back by the previous owner, not received yet
+	// others counts the other deliveries pending at the acquisition (at
+	// or below the stream sequence below) that have not arrived yet.
+	others int
+	below  uint64
 	held   []*delivery
 	wait   time.Duration
 	fire   func(gen uint64)
@@ -48,33 +56,50 @@ type admission struct {
 	gen    uint64 // which timer may end holding
 }
 
-// expectBack makes the next deliveries wait until seqs all arrived. If
-// nothing arrives for wait while some are missing, fire is called with the
-// timer's generation: it takes what arrived with flush, under the same lock
-// as the deliveries it hands out after them.
-func (a *admission) expectBack(seqs []uint64, wait time.Duration, fire func(gen uint64)) {
-	if len(seqs) == 0 {
+// pendingAtTake is what was pending on a partition when this member took
+// it: the next deliveries wait until all of it arrived.
+type pendingAtTake struct {
+	back   []uint64 // stream sequences the previous owner gave back
+	others int      // further deliveries pending, not among back
+	below  uint64   // the partition's last delivered stream sequence
+}
+
+// expectBack makes the next deliveries wait until everything in p arrived.
+// If nothing arrives for wait while some is missing, fire is called with
+// the timer's generation: it takes what arrived with flush, under the same
+// lock as the deliveries it hands out after them.
+func (a *admission) expectBack(p pendingAtTake, wait time.Duration, fire func(gen uint64)) {
+	if len(p.back) == 0 && p.others == 0 {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.expect = make(map[uint64]struct{}, len(seqs))
-	for _, s := range seqs {
+	a.expect = make(map[uint64]struct{}, len(p.back))
+	for _, s := range p.back {
 		a.expect[s] = struct{}{}
 	}
+	a.others, a.below = p.others, p.below
 	a.wait, a.fire = wait, fire
 }
 
-// flush ends holding and returns what was held, in stream order, if gen is
-// the generation of the latest timer (a timer that fired while a delivery
-// was being admitted, which restarted or ended holding, flushes nothing).
-func (a *admission) flush(gen uint64) []*delivery {
+// holdingLocked reports whether something pending at the acquisition has
+// not arrived yet. Called with a.mu held.
+func (a *admission) holdingLocked() bool {
+	return len(a.expect) > 0 || a.others > 0
+}
+
+// flush ends holding and returns what was held, in stream order, and how
+// many of the deliveries waited for never came, if gen is the generation of
+// the latest timer (a timer that fired while a delivery was being
+// admitted, which restarted or ended holding, flushes nothing).
+func (a *admission) flush(gen uint64) (ds []*delivery, missing int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if gen != a.gen || a.timer == nil {
-		return nil
+		return nil, 0
 	}
-	return a.flushLocked()
+	missing = len(a.expect) + a.others
+	return a.flushLocked(), missing
 }
 
 // noteNack records that this member nacked seq: its redelivery is a retry.
@@ -101,13 +126,21 @@ func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
 			return nil
 		}
 	}
+	holding := a.holdingLocked()
+	if holding && tr.has(seq) {
+		return nil // a copy of one held: it counts once
+	}
 	a.recent[a.next] = seq
 	a.next = (a.next + 1) % recentSize
 	tr.add(d)
-	if len(a.expect) > 0 {
-		delete(a.expect, seq)
+	if holding {
+		if _, ok := a.expect[seq]; ok {
+			delete(a.expect, seq)
+		} else if seq <= a.below && a.others > 0 {
+			a.others--
+		}
 		a.held = append(a.held, d)
-		if len(a.expect) > 0 {
+		if a.holdingLocked() {
 			a.restartTimerLocked()
 			return nil
 		}
@@ -152,7 +185,7 @@ func (a *admission) flushLocked() []*delivery {
 		a.timer = nil
 	}
 	a.gen++
-	a.expect = nil
+	a.expect, a.others = nil, 0
 	ds := a.held
 	a.held = nil
 	sortBySequence(ds)
@@ -171,6 +204,6 @@ func (a *admission) stop() {
 		a.timer = nil
 	}
 	a.gen++
-	a.expect, a.held = nil, nil
+	a.expect, a.others, a.held = nil, 0, nil
 	a.mu.Unlock()
 }

@@ -419,15 +419,22 @@ func (s *orderedSub) acquire(part *partition, prev *partition) {
 	var rev uint64
 	var restore []byte
 	for {
-		ok, r, old, back := s.take(part.p)
+		ok, r, old, pending := s.take(part.p)
 		if ok {
 			rev, restore = r, old
-			part.adm.expectBack(back, s.opts.AckWait, func(gen uint64) {
+			// Holding ends early only if nothing arrived for twice the ack
+			// wait: a starved process receives late, not never.
+			part.adm.expectBack(pending, 2*s.opts.AckWait, func(gen uint64) {
 				// Flushed under order, so nothing the receiver admits
 				// meanwhile is handed out before what was held.
 				part.order.Lock()
 				defer part.order.Unlock()
-				for _, d := range part.adm.flush(gen) {
+				ds, missing := part.adm.flush(gen)
+				if missing > 0 {
+					s.b.log.Warn("natsjs: stopped waiting for deliveries that were pending when this member took the partition; if they come later, their keys' order may break",
+						"topic", s.si.topic, "group", s.opts.Group, "partition", part.p, "missing", missing, "held", len(ds))
+				}
+				for _, d := range ds {
 					s.handOut(part, d)
 				}
 			})
@@ -489,8 +496,9 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 
 // take records this member as the owner of partition p if its previous
 // owner let it go, and reports the record's revision, the value it
-// replaced (nil: none) and the sequences the previous owner gave back (see
-// admission). Nothing may be pending on the partition that would come
+// replaced (nil: none) and, after a release that gave its deliveries
+// back, what is pending: the sequences given back and how many others
+// (see admission). Nothing may be pending on the partition that would come
 // back out of stream order:
 //   - while a client holds the partition's pin (its owner still consumes
 //     it, or died less than the pin TTL ago), take waits;
@@ -500,8 +508,9 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 //   - after a release that gave everything back but was not exact (some
 //     delivery never reached the previous owner), it waits until the
 //     partition's last delivery is an ack wait (and a margin) old, so that
-//     the deliveries that went astray came due, after the nacked ones and
-//     in the order they were delivered;
+//     the deliveries that went astray came due; the server queues them
+//     behind the nacked ones whatever their sequences, so the admission
+//     holds what arrives until as many deliveries as were pending came;
 //   - after a release whose nacks failed, it takes the partition at once
 //     and resets the consumer to its ack floor if anything is pending;
 //   - otherwise (the owner crashed, was stalled past its pin TTL, gave up
@@ -519,16 +528,16 @@ func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 // waits, after a release whose nacks failed, until the last delivery is an
 // ack wait (and a margin) old, and order is kept only as far as the ack
 // waits run out in order.
-func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64) {
+func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, pending pendingAtTake) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	info, err := s.cons[p].Info(ctx)
 	if err != nil || pinned(info) {
-		return false, 0, nil, nil
+		return false, 0, nil, pending
 	}
 	e, err := s.clean.Get(ctx, s.handoverKey(p))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, 0, nil, nil
+		return false, 0, nil, pending
 	}
 	if err != nil {
 		e = nil
@@ -539,16 +548,19 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64
 		return last == nil || time.Since(*last) > d
 	}
 	reset := false
+	gaveBack := func() pendingAtTake {
+		return pendingAtTake{back: h.Back, others: max(info.NumAckPending-len(h.Back), 0), below: info.Delivered.Stream}
+	}
 	switch {
 	case known && h.State == stateReleased && h.Exact:
-		back = h.Back
+		pending = gaveBack()
 	case known && h.State == stateReleased && h.Nacked:
 		// Some deliveries never reached the previous owner: they come
-		// due when their ack waits end, after the nacked ones.
+		// due when their ack waits end.
 		if info.NumAckPending > 0 && !since(s.opts.AckWait+time.Second) {
-			return false, 0, nil, nil
+			return false, 0, nil, pending
 		}
-		back = h.Back
+		pending = gaveBack()
 	case known && h.State == stateReleased:
 		// A nack failed: what is pending comes back in no known order.
 		switch {
@@ -556,11 +568,11 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64
 		case s.b.reset:
 			reset = true
 		case !since(s.opts.AckWait + time.Second):
-			return false, 0, nil, nil
+			return false, 0, nil, pending
 		}
 	case info.NumAckPending == 0:
 	case !since(2*s.opts.AckWait + time.Second):
-		return false, 0, nil, nil
+		return false, 0, nil, pending
 	default:
 		reset = true
 	}
@@ -572,12 +584,16 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, back []uint64
 		rev, err = s.clean.Update(ctx, s.handoverKey(p), val, e.Revision())
 	}
 	if err != nil {
-		return false, 0, nil, nil // another member took it first, or the server is away
+		return false, 0, nil, pendingAtTake{} // another member took it first, or the server is away
 	}
 	if reset {
 		s.resetToAckFloor(p)
 	}
-	return true, rev, old, back
+	if pending.others > 0 {
+		s.b.log.Info("natsjs: took over a partition with deliveries that never reached its previous member; holding what arrives until they came",
+			"topic", s.si.topic, "group", s.opts.Group, "partition", p, "given_back", len(pending.back), "others", pending.others)
+	}
+	return true, rev, old, pending
 }
 
 // pinned reports whether a client holds the partition's pin: a member that
