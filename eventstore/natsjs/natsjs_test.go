@@ -184,3 +184,52 @@ func TestLoadStopsEarly(t *testing.T) {
 		break
 	}
 }
+
+// TestReadsSpanBatches reads streams longer than one fetch returns,
+// interleaved with another stream and with metadata messages (the last
+// message of the JetStream stream is one): Load and ReadAll return every
+// event once, in order.
+func TestReadsSpanBatches(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	for range 5 {
+		for _, stream := range []string{"long-a", "long-b"} {
+			if _, err := s.Append(ctx, stream, eventstore.Any, storetest.Events("t.v1", 500)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.SetMetadata(ctx, "long-b", eventstore.Metadata{MaxCount: 10000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, after := range []uint64{0, 999, 2499} {
+		want := after + 1
+		for r, err := range s.Load(ctx, "long-a", after) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Version != want {
+				t.Fatalf("load after %d: version %d, want %d", after, r.Version, want)
+			}
+			want++
+		}
+		if want != 2501 {
+			t.Fatalf("load after %d ended before version %d", after, want)
+		}
+	}
+	var last uint64
+	n := map[string]int{}
+	for r, err := range s.ReadAll(ctx, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Position <= last {
+			t.Fatalf("read all: position %d after %d", r.Position, last)
+		}
+		last = r.Position
+		n[r.Stream]++
+	}
+	if n["long-a"] != 2500 || n["long-b"] != 2500 || len(n) != 2 {
+		t.Fatalf("read all: %v, want 2500 events of each stream", n)
+	}
+}
