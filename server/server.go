@@ -77,9 +77,10 @@ type Config struct {
 	// and Durability are then not used. kafka:// or amqp:// (amqps://)
 	// point the platform at Kafka or RabbitMQ for events: the embedded
 	// JetStream still keeps Herald's own state (registry, audit
-	// positions), readiness checks the broker too, and the CLI publishes
-	// and subscribes there; dead-letter, replay, lag and audit tools work
-	// on JetStream topics only.
+	// positions), readiness checks the broker too, the CLI publishes and
+	// subscribes there, and the dead-letter, replay, lag, retention and
+	// metrics tools work on its topics and groups. The audit log indexes
+	// JetStream topics only.
 	BrokerURL string
 	// Logger for the server. Default slog.Default().
 	Logger *slog.Logger
