@@ -26,10 +26,10 @@ import (
 // TestOperationsOnEveryBroker is the operator's story, run on each broker
 // events can live on: the embedded JetStream, Kafka (kfake, in process)
 // and RabbitMQ (the local server). A handler fails, the events land in the
-// dead-letter queue with their context and /metrics shows its depth; the
-// handler is fixed, a redrive pushes them through once each and the depth
-// goes back to 0 with the group idle (lag and /metrics, which read the
-// broker); then the group is rewound to a time
+// dead-letter queue with their context and /metrics shows its depth and
+// the topic's size; the handler is fixed, a redrive pushes them through
+// once each and the depth goes back to 0 with the group idle (lag and
+// /metrics, which read the broker); then the group is rewound to a time
 // and receives again exactly the events stored since.
 func TestOperationsOnEveryBroker(t *testing.T) {
 	brokers := map[string]func(t *testing.T) string{
@@ -152,9 +152,12 @@ func operate(t *testing.T, brokerURL string) {
 	}
 	dlqSeries := fmt.Sprintf(`herald_dlq_depth_messages{topic=%q}`, consumer.DeadLetterTopic(topic))
 	pendingSeries := fmt.Sprintf(`herald_consumer_pending_messages{group=%q,topic=%q}`, group, topic)
+	topicSeries := fmt.Sprintf(`herald_topic_messages{topic=%q}`, topic)
 	eventually(t, 60*time.Second, "every event in the dead-letter queue, seen by /metrics", func() (bool, string) {
 		v, ok := gauge(t, srv.AdminURL(), dlqSeries)
-		return ok && v == n, fmt.Sprintf("%s = %v (present %v), handler failures %d", dlqSeries, v, ok, fails.Load())
+		held, hok := gauge(t, srv.AdminURL(), topicSeries)
+		return ok && v == n && hok && held >= n, fmt.Sprintf("%s = %v (present %v), %s = %v (present %v), handler failures %d",
+			dlqSeries, v, ok, topicSeries, held, hok, fails.Load())
 	})
 	page, err := cl.DLQEntries(ctx, topic, 0, 100)
 	if err != nil {
