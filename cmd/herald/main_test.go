@@ -418,7 +418,7 @@ func TestServeHelpSaysWhereStateLives(t *testing.T) {
 	for _, want := range []string{
 		"--broker kafka:// or amqp://",
 		"Herald's own state (the schema registry, the audit log's positions, which dead letters were redriven or purged) stays in the embedded JetStream in --data-dir",
-		"The audit log indexes JetStream topics only",
+		"The audit log indexes Kafka topics too, RabbitMQ ones not yet",
 	} {
 		if !strings.Contains(help, want) {
 			t.Errorf("serve --help does not say %q:\n%s", want, out)
