@@ -259,3 +259,61 @@ func TestSubPrivateGroupVanishesOnRabbitMQ(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaRecordsOfOtherClients plays a service that does not use Herald
+// against herald serve --broker kafka://: its plain JSON record reaches
+// herald sub as an event, its consumer group (with committed offsets)
+// shows in herald lag, and herald topic list lists the topic.
+func TestKafkaRecordsOfOtherClients(t *testing.T) {
+	t.Parallel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	url := "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	p := startServe(t, t.TempDir(), "--broker", url)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("payments"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(t.Context(), 1, 1, nil, "payments"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &kgo.Record{Key: []byte("order-9"), Value: []byte(`{"event_type":"payment.completed","order_id":9,"amount":25}`)}
+	if err := cl.ProduceSync(t.Context(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// The other service's consumer group commits past the record.
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "payments", Partition: rec.Partition, At: rec.Offset + 1})
+	if resp, err := kadm.NewClient(cl).CommitOffsets(t.Context(), "payment-service", offs); err != nil || resp.Error() != nil {
+		t.Fatalf("commit offsets: %v %v", err, resp.Error())
+	}
+
+	out, errOut, err := runHerald(t, "", "sub", "--url", url, "--topic", "payments", "--from", "first", "--count", "1", "-o", "json")
+	if err != nil {
+		t.Fatalf("sub: %v\n%s", err, errOut)
+	}
+	var e struct {
+		ID, Type, Source, PartitionKey string
+		Data                           json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		t.Fatalf("sub printed %q: %v", out, err)
+	}
+	if e.Type != "payment.completed" || e.ID != fmt.Sprintf("kafka:payments/%d/%d", rec.Partition, rec.Offset) ||
+		e.Source != "kafka:payments" || e.PartitionKey != "order-9" || !strings.Contains(string(e.Data), `"amount":25`) {
+		t.Fatalf("sub printed %s", out)
+	}
+
+	poll(t, "herald lag lists the other service's group", func() (bool, string) {
+		out := p.herald(t, "", "lag", "--topic", "payments", "-o", "json")
+		return strings.Contains(out, `"payment-service"`), out
+	})
+	poll(t, "herald topic list lists the topic", func() (bool, string) {
+		out := p.herald(t, "", "topic", "list", "-o", "json")
+		return strings.Contains(out, `"payments"`), out
+	})
+}
