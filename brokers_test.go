@@ -16,6 +16,8 @@ import (
 	_ "github.com/heraldhq/herald/broker/kafka" // registers kafka://
 	"github.com/heraldhq/herald/broker/rabbitmq"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/idempotency"
 	"github.com/heraldhq/herald/internal/testenv"
 )
 
@@ -24,28 +26,7 @@ import (
 // broker Herald selects by URL: the in-process one, embedded NATS, Kafka
 // (kfake, in process) and RabbitMQ (the local server).
 func TestSDKOnEveryBroker(t *testing.T) {
-	urls := map[string]func(t *testing.T) string{
-		"memory": func(*testing.T) string { return "memory://" },
-		"nats": func(t *testing.T) string {
-			if emb.ClientURL() == "" {
-				t.Skip("the embedded server has no listener")
-			}
-			return emb.ClientURL()
-		},
-		"kafka": func(t *testing.T) string {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
-			return "kafka://" + strings.Join(c.ListenAddrs(), ",")
-		},
-		"rabbitmq": func(t *testing.T) string {
-			testenv.Need(t, "RabbitMQ", testenv.HostPort(testenv.RabbitURL))
-			return testenv.RabbitURL
-		},
-	}
-	for name, url := range urls {
+	for name, url := range brokerURLs() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			c, err := herald.Connect(t.Context(), herald.Config{URL: url(t), Source: "sdk-test"})
@@ -143,6 +124,96 @@ func TestSDKOnEveryBroker(t *testing.T) {
 			defer mu.Unlock()
 			if len(violations) > 0 {
 				t.Fatalf("order violations: %v", violations)
+			}
+		})
+	}
+}
+
+// brokerURLs returns, by name, a function that gives the URL of each
+// broker Herald selects by URL, skipping where one is not reachable.
+func brokerURLs() map[string]func(t *testing.T) string {
+	return map[string]func(t *testing.T) string{
+		"memory": func(*testing.T) string { return "memory://" },
+		"nats": func(t *testing.T) string {
+			if emb.ClientURL() == "" {
+				t.Skip("the embedded server has no listener")
+			}
+			return emb.ClientURL()
+		},
+		"kafka": func(t *testing.T) string {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			return "kafka://" + strings.Join(c.ListenAddrs(), ",")
+		},
+		"rabbitmq": func(t *testing.T) string {
+			testenv.Need(t, "RabbitMQ", testenv.HostPort(testenv.RabbitURL))
+			return testenv.RabbitURL
+		},
+	}
+}
+
+// TestExactlyOnceOnEveryBroker publishes an event twice with the same id
+// (a producer retrying after a lost confirm) on every broker: NATS drops
+// the copy in its dedup window, Kafka and RabbitMQ store both, and a
+// router in exactly-once mode with an idempotency store handles it once
+// either way.
+func TestExactlyOnceOnEveryBroker(t *testing.T) {
+	for name, url := range brokerURLs() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := herald.Connect(t.Context(), herald.Config{URL: url(t), Source: "eos-test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			topic := "eos-" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			if rb, ok := c.Broker().(*rabbitmq.Broker); ok {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = rb.DeleteTopic(ctx, topic, "ledger")
+				})
+			}
+			var mu sync.Mutex
+			handled := map[string]int{}
+			r, err := c.Router("ledger", []string{topic}, consumer.WithStart(broker.FromFirst),
+				consumer.WithMode(consumer.ExactlyOnce), consumer.WithIdempotency(idempotency.NewMemory(), 30*time.Second, time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Handle("ledger.posted.v1", func(ctx context.Context, m *consumer.Message) error {
+				mu.Lock()
+				handled[string(m.Event.Data)]++
+				mu.Unlock()
+				return nil
+			})
+			testenv.RunRouter(t, r)
+			ev := func(data string) *event.Event {
+				e := event.New("eos-test", "ledger.posted.v1", []byte(data))
+				e.Subject = "account-1" // one key: the copies come before the last event
+				return e
+			}
+			once := ev("1")
+			for range 2 {
+				if err := c.PublishTo(t.Context(), topic, once); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.PublishTo(t.Context(), topic, ev("last")); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 60*time.Second, "the last event handled", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return handled["last"] == 1
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if handled["1"] != 1 {
+				t.Fatalf("the event published twice was handled %d times, want 1", handled["1"])
 			}
 		})
 	}

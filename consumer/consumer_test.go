@@ -236,13 +236,15 @@ func TestPoisonMessageGoesToDLQAtOnce(t *testing.T) {
 	r.HandleAll(func(ctx context.Context, m *consumer.Message) error { calls.Add(1); return nil })
 	dlq := dlqReader(t, b, topic)
 	run(t, r)
-	// Not a CloudEvent: no ce-specversion.
-	if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: "junk.v1", Data: []byte("\x00garbage")}); err != nil {
+	// A malformed CloudEvent: attributes missing, a time that is none. (A
+	// message without any ce- header is a foreign event, not poison.)
+	bad := map[string]string{"ce-specversion": "1.0", "ce-id": "p-1", "ce-time": "yesterday"}
+	if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: "junk.v1", Header: bad, Data: []byte("\x00garbage")}); err != nil {
 		t.Fatal(err)
 	}
 	d := nextDLQ(t, dlq)
 	h := d.Message().Header
-	if h[consumer.HeaderAttempts] != "1" || !strings.Contains(h[consumer.HeaderError], "poison message") {
+	if h[consumer.HeaderAttempts] != "1" || !strings.Contains(h[consumer.HeaderError], "poison message") || !strings.Contains(h[consumer.HeaderError], "ce-time") {
 		t.Fatalf("dead letter headers %v", h)
 	}
 	if string(d.Message().Data) != "\x00garbage" {
@@ -250,6 +252,59 @@ func TestPoisonMessageGoesToDLQAtOnce(t *testing.T) {
 	}
 	if calls.Load() != 0 {
 		t.Fatalf("a handler ran for a poison message")
+	}
+}
+
+// TestForeignMessageIsAnEvent publishes messages as a client that does
+// not use Herald would, without CloudEvents headers: the handler of the
+// type named in the payload's "event_type" gets them as events, and one
+// that fails goes to the dead-letter queue with its derived id.
+func TestForeignMessageIsAnEvent(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := unique("foreign")
+	r, err := consumer.NewRouter(b, b, "g", []string{topic}, consumer.WithStart(broker.FromFirst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []*event.Event
+	r.Handle("payment.made", func(ctx context.Context, m *consumer.Message) error {
+		mu.Lock()
+		got = append(got, m.Event)
+		mu.Unlock()
+		if strings.Contains(string(m.Event.Data), "refused") {
+			return consumer.Permanent(errors.New("card refused"))
+		}
+		return nil
+	})
+	dlq := dlqReader(t, b, topic)
+	run(t, r)
+	for _, body := range []string{`{"event_type":"payment.made","amount":5}`, `{"event_type":"payment.made","refused":true}`} {
+		if err := b.Publish(context.Background(), &broker.Message{Topic: topic, Route: "raw", Key: "p-1", Data: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := nextDLQ(t, dlq)
+	h := d.Message().Header
+	e, err := event.NATS.Decode(h, d.Message().Data)
+	if err != nil || !strings.Contains(h[consumer.HeaderError], "card refused") || h[consumer.HeaderHandler] != "payment.made" {
+		t.Fatalf("dead letter %v: %v", h, err)
+	}
+	eventually(t, 10*time.Second, "both messages handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, g := range got {
+		if !strings.HasPrefix(g.ID, "nats:"+topic+"/") || g.Source != "nats:"+topic || g.PartitionKey != "p-1" || g.DataContentType != "application/json" {
+			t.Errorf("foreign event %+v", g)
+		}
+	}
+	if e.ID != got[1].ID || e.Type != "payment.made" {
+		t.Errorf("dead letter id %q type %q, want %q payment.made", e.ID, e.Type, got[1].ID)
 	}
 }
 

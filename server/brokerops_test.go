@@ -20,16 +20,17 @@ import (
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/admin"
+	"github.com/heraldhq/herald/server/audit"
 	"github.com/heraldhq/herald/server/servertest"
 )
 
 // TestOperationsOnEveryBroker is the operator's story, run on each broker
 // events can live on: the embedded JetStream, Kafka (kfake, in process)
 // and RabbitMQ (the local server). A handler fails, the events land in the
-// dead-letter queue with their context and /metrics shows its depth; the
-// handler is fixed, a redrive pushes them through once each and the depth
-// goes back to 0 with the group idle (lag and /metrics, which read the
-// broker); then the group is rewound to a time
+// dead-letter queue with their context and /metrics shows its depth and
+// the topic's size; the handler is fixed, a redrive pushes them through
+// once each and the depth goes back to 0 with the group idle (lag and
+// /metrics, which read the broker); then the group is rewound to a time
 // and receives again exactly the events stored since.
 func TestOperationsOnEveryBroker(t *testing.T) {
 	brokers := map[string]func(t *testing.T) string{
@@ -152,9 +153,12 @@ func operate(t *testing.T, brokerURL string) {
 	}
 	dlqSeries := fmt.Sprintf(`herald_dlq_depth_messages{topic=%q}`, consumer.DeadLetterTopic(topic))
 	pendingSeries := fmt.Sprintf(`herald_consumer_pending_messages{group=%q,topic=%q}`, group, topic)
+	topicSeries := fmt.Sprintf(`herald_topic_messages{topic=%q}`, topic)
 	eventually(t, 60*time.Second, "every event in the dead-letter queue, seen by /metrics", func() (bool, string) {
 		v, ok := gauge(t, srv.AdminURL(), dlqSeries)
-		return ok && v == n, fmt.Sprintf("%s = %v (present %v), handler failures %d", dlqSeries, v, ok, fails.Load())
+		held, hok := gauge(t, srv.AdminURL(), topicSeries)
+		return ok && v == n && hok && held >= n, fmt.Sprintf("%s = %v (present %v), %s = %v (present %v), handler failures %d",
+			dlqSeries, v, ok, topicSeries, held, hok, fails.Load())
 	})
 	page, err := cl.DLQEntries(ctx, topic, 0, 100)
 	if err != nil {
@@ -234,5 +238,81 @@ func operate(t *testing.T, brokerURL string) {
 	idle("the group idle after the rewind")
 	if ok, state := count(first, 1); !ok {
 		t.Fatalf("events stored before the mark: %s, want each handled once", state)
+	}
+}
+
+// TestAuditIndexesKafkaTopics runs the platform with events on Kafka
+// (kfake) and finds the events of a correlation id, on a topic of several
+// partitions and its dead-letter topic, in the audit log.
+func TestAuditIndexesKafkaTopics(t *testing.T) {
+	t.Parallel()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	srv := servertest.Start(t, server.Config{BrokerURL: "kafka://" + strings.Join(kc.ListenAddrs(), ",")})
+	ctx := t.Context()
+	c, err := herald.Connect(ctx, herald.Config{URL: srv.EventsURL(), Source: "audit-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := admin.NewClient(srv.AdminURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := testenv.Unique("orders")
+	if err := c.Broker().(broker.TopicManager).EnsureTopic(ctx, topic, broker.TopicConfig{Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	const correlation = "checkout-7"
+	var events []*event.Event
+	for i := range 9 {
+		e := event.New("audit-test", "shop.order.placed.v1", fmt.Appendf(nil, `{"order":%d}`, i))
+		e.Subject, e.CorrelationID, e.DataContentType = fmt.Sprintf("o-%d", i), correlation, "application/json"
+		events = append(events, e)
+	}
+	if err := c.PublishTo(ctx, topic, events[:6]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishTo(ctx, consumer.DeadLetterTopic(topic), events[6]); err != nil {
+		t.Fatal(err)
+	}
+	find := func(want int) []audit.Record {
+		t.Helper()
+		var recs []audit.Record
+		eventually(t, 60*time.Second, fmt.Sprintf("%d events of the correlation id in the audit log", want), func() (bool, string) {
+			page, err := cl.Audit(ctx, audit.Query{CorrelationID: correlation})
+			if err != nil {
+				return false, err.Error()
+			}
+			recs = page.Events
+			return len(recs) == want, fmt.Sprintf("%d records: %+v", len(recs), recs)
+		})
+		return recs
+	}
+	find(7)
+	// Later events are indexed after the first ones, once each.
+	if err := c.PublishTo(ctx, topic, events[7:]...); err != nil {
+		t.Fatal(err)
+	}
+	recs := find(9)
+	byID := map[string]audit.Record{}
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	for i, e := range events {
+		if i == 6 {
+			continue
+		}
+		r, ok := byID[e.ID]
+		if !ok || r.Topic != topic || r.Type != "shop.order.placed.v1" || r.Subject != e.Subject || r.DeadLetter ||
+			string(r.Payload) != string(e.Data) || !r.Time.Equal(e.Time.UTC()) {
+			t.Errorf("event %d: record %+v, want it on topic %s", i, r, topic)
+		}
+	}
+	if r := byID[events[6].ID]; r.Topic != consumer.DeadLetterTopic(topic) || !r.DeadLetter {
+		t.Errorf("dead letter: record %+v", r)
 	}
 }

@@ -77,9 +77,10 @@ type Config struct {
 	// and Durability are then not used. kafka:// or amqp:// (amqps://)
 	// point the platform at Kafka or RabbitMQ for events: the embedded
 	// JetStream still keeps Herald's own state (registry, audit
-	// positions), readiness checks the broker too, and the CLI publishes
-	// and subscribes there; dead-letter, replay, lag and audit tools work
-	// on JetStream topics only.
+	// positions), readiness checks the broker too, the CLI publishes and
+	// subscribes there, and the dead-letter, replay, lag, retention and
+	// metrics tools work on its topics and groups. The audit log indexes
+	// Kafka topics too (audit.WithTopicReader), not RabbitMQ ones.
 	BrokerURL string
 	// Logger for the server. Default slog.Default().
 	Logger *slog.Logger
@@ -468,9 +469,14 @@ func (s *Server) startAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: audit log: %w", err)
 	}
-	s.indexer, err = audit.NewIndexer(s.broker.JetStream(), s.auditStore,
-		audit.WithLogger(s.log), audit.WithMaxPayload(max(s.cfg.Audit.MaxPayload, 0)),
-		audit.WithBusyRate(max(s.cfg.Audit.BusyRate, 0)))
+	opts := []audit.Option{audit.WithLogger(s.log), audit.WithMaxPayload(max(s.cfg.Audit.MaxPayload, 0)),
+		audit.WithBusyRate(max(s.cfg.Audit.BusyRate, 0))}
+	if tr, ok := s.events.(audit.TopicReader); ok && s.eventsBinding == event.Kafka {
+		// Kafka topics are read with a client of their own; RabbitMQ's
+		// topic log would take a marker per read, so it is not polled.
+		opts = append(opts, audit.WithTopicReader("kafka", tr, s.eventsBinding))
+	}
+	s.indexer, err = audit.NewIndexer(s.broker.JetStream(), s.auditStore, opts...)
 	if err != nil {
 		return fmt.Errorf("server: audit log: %w", err)
 	}

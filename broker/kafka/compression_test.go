@@ -53,3 +53,31 @@ func TestCompressionOnTheWire(t *testing.T) {
 		t.Errorf("New with compression brotli: %v, want an error naming it", err)
 	}
 }
+
+// TestIdempotentProducerByDefault reads a record Herald published with a
+// plain client: its batch carries a producer id, which only an idempotent
+// (or transactional) producer sets, so the client's retries never
+// duplicate or reorder records.
+func TestIdempotentProducerByDefault(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	b := newBroker(t, c)
+	const topic = "idempotent"
+	if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "r", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	fs := cl.PollRecords(ctx, 1)
+	if err := fs.Err0(); err != nil || fs.NumRecords() != 1 {
+		t.Fatalf("reading the record back: %v (%d records)", err, fs.NumRecords())
+	}
+	if r := fs.Records()[0]; r.ProducerID < 0 {
+		t.Fatalf("record batch has producer id %d: not written by an idempotent producer", r.ProducerID)
+	}
+}

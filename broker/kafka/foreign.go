@@ -16,7 +16,8 @@ import (
 //
 // A record Herald did not publish has no herald-route header. If it carries
 // CloudEvents attributes (ce_specversion, or a structured-mode content type)
-// it already is an event and only its route is taken from ce_type. If not,
+// it already is an event and only its route is taken from its type (ce_type,
+// or the "type" of the event in a structured-mode value). If not,
 // it is a plain record from a producer that does not speak CloudEvents
 // (kafka-python, a Kafka Connect sink...), and the adapter gives it the
 // binary-mode headers of an event, so that a consumer decodes it like any
@@ -93,6 +94,7 @@ func (c *config) adopt(m *broker.Message, seq uint64, ts time.Time) {
 	}
 	ct, hasCT := h[ceContentType]
 	if strings.HasPrefix(ct, ceStructured) {
+		m.Route = c.structuredType(m.Topic, m.Data)
 		return
 	}
 	nh := make(map[string]string, len(h)+7)
@@ -138,5 +140,21 @@ func (s *subscription) routeOf(r *kgo.Record) string {
 	if t := headerValue(r, ceType); t != "" && headerValue(r, ceSpecVersion) != "" {
 		return t
 	}
+	if strings.HasPrefix(headerValue(r, ceContentType), ceStructured) {
+		return s.b.cfg.structuredType(s.topic, r.Value)
+	}
 	return s.b.cfg.foreignType(s.topic, r.Value)
+}
+
+// structuredType returns the route of a structured-mode record: the
+// "type" attribute of the event its value holds, or the topic name when
+// it has no usable one (the consumer then finds it malformed).
+func (c *config) structuredType(topic string, value []byte) string {
+	var v struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(value, &v) != nil || broker.ValidateRoute(v.Type) != nil {
+		return topic
+	}
+	return v.Type
 }

@@ -146,6 +146,10 @@ func TestForeignRecordRoutes(t *testing.T) {
 	if err := raw.ProduceSync(t.Context(),
 		&kgo.Record{Topic: topic, Value: []byte(`{"event_type":"ledger.skip","n":1}`)},
 		&kgo.Record{Topic: topic, Value: []byte(`{"event_type":"ledger.take","n":2}`)},
+		&kgo.Record{Topic: topic, Value: []byte(`{"specversion":"1.0","id":"s-1","source":"sdk","type":"ledger.skip","data":3}`),
+			Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte(cevent.ContentTypeJSON)}}},
+		&kgo.Record{Topic: topic, Value: []byte(`{"specversion":"1.0","id":"s-2","source":"sdk","type":"ledger.take","data":4}`),
+			Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte(cevent.ContentTypeJSON + "; charset=utf-8")}}},
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +166,22 @@ func TestForeignRecordRoutes(t *testing.T) {
 	}
 	if d.Message().Route != "ledger.take" || string(d.Message().Data) != `{"event_type":"ledger.take","n":2}` {
 		t.Fatalf("got route %q data %s, want the ledger.take record", d.Message().Route, d.Message().Data)
+	}
+	if err := d.Ack(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A structured-mode CloudEvent is routed by the type it holds and
+	// decodes as that event.
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel2()
+	d, err = sub.Next(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := d.Message()
+	e, err := cevent.Kafka.Decode(m.Header, m.Data)
+	if err != nil || m.Route != "ledger.take" || e.ID != "s-2" || e.Type != "ledger.take" || string(e.Data) != "4" {
+		t.Fatalf("structured record: route %q, event %+v, %v", m.Route, e, err)
 	}
 	if err := d.Ack(t.Context()); err != nil {
 		t.Fatal(err)

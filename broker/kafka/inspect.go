@@ -192,6 +192,9 @@ func (b *Broker) GroupStates(ctx context.Context, topic string) ([]broker.GroupS
 // order of Sequence), with a client of its own that joins no group.
 func (b *Broker) ReadTopic(ctx context.Context, topic string, after uint64, fn func(*broker.StoredMessage) bool) error {
 	starts, ends, err := b.bounds(ctx, topic)
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return fmt.Errorf("kafka: read topic %q: no such topic: %w", topic, broker.ErrInvalidTopic)
+	}
 	if err != nil {
 		return err
 	}

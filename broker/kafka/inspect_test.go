@@ -95,3 +95,15 @@ func TestInspect(t *testing.T) {
 		t.Fatalf("new group starts at message %d, want 8 (sequence 9)", num(t, d))
 	}
 }
+
+// TestReadMissingTopic reads a topic that does not exist (a dead-letter
+// topic before the first dead letter): ErrInvalidTopic, which the
+// operations tools take for "empty", not a broker failure.
+func TestReadMissingTopic(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, newCluster(t))
+	err := b.ReadTopic(t.Context(), "nothing.dlq", 0, func(*broker.StoredMessage) bool { return true })
+	if !errors.Is(err, broker.ErrInvalidTopic) || errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("ReadTopic of a missing topic: %v, want ErrInvalidTopic", err)
+	}
+}

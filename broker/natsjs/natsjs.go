@@ -77,6 +77,8 @@ type Broker struct {
 	fastBatch   bool
 	// batches counts the batches committed whole, for tests.
 	batches atomic.Uint64
+	// foreignTypes: event types of foreign messages by topic (foreign.go).
+	foreignTypes map[string]string
 
 	mu      sync.Mutex
 	streams map[string]*streamInfo
@@ -133,6 +135,8 @@ type config struct {
 	// groupCommit: nil means on with an embedded server of Sync
 	// durability, off otherwise.
 	groupCommit *bool
+	// foreignTypes: event types of foreign messages by topic (foreign.go).
+	foreignTypes map[string]string
 }
 
 // WithURL connects to a NATS server (or cluster: comma-separated URLs).
@@ -270,6 +274,8 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 		subs:      map[*subscription]struct{}{},
 		ordered:   map[*orderedSub]struct{}{},
 		commits:   map[string]*committer{},
+
+		foreignTypes: c.foreignTypes,
 	}
 	if c.memory {
 		b.storage = jetstream.MemoryStorage

@@ -295,11 +295,14 @@ func (d *delivery) Message() *broker.Message {
 		return d.msg
 	}
 	m := &broker.Message{Topic: d.si.topic, Data: d.m.Data()}
-	// The subject is "<stream>.<partition>.<route>".
+	// The subject is "<stream>.<partition>.<route>"; a publisher that
+	// does not use Herald may leave the partition out.
 	subj := d.m.Subject()
 	if rest, ok := strings.CutPrefix(subj, d.si.name+"."); ok {
-		if i := strings.IndexByte(rest, '.'); i >= 0 {
+		if i := strings.IndexByte(rest, '.'); i >= 0 && isPartition(rest[:i]) {
 			m.Route = rest[i+1:]
+		} else if i >= 0 || !isPartition(rest) {
+			m.Route = rest
 		}
 	}
 	hdr := d.m.Headers()
@@ -330,8 +333,22 @@ func (d *delivery) Message() *broker.Message {
 			}
 		}
 	}
+	d.b.adopt(m, d.Sequence(), d.Timestamp())
 	d.msg = m
 	return m
+}
+
+// isPartition reports whether a subject token is a partition number.
+func isPartition(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *delivery) Attempt() int         { return int(d.meta().NumDelivered) }

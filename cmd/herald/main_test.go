@@ -404,3 +404,24 @@ func TestServeWithKafkaEvents(t *testing.T) {
 		t.Fatalf("sub printed %q", out)
 	}
 }
+
+// TestServeHelpSaysWhereStateLives checks that herald serve --help tells
+// an operator who points events at Kafka or RabbitMQ where Herald's own
+// state stays.
+func TestServeHelpSaysWhereStateLives(t *testing.T) {
+	t.Parallel()
+	out, errOut, err := runHerald(t, "", "serve", "--help")
+	if err != nil {
+		t.Fatalf("serve --help: %v\n%s", err, errOut)
+	}
+	help := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{
+		"--broker kafka:// or amqp://",
+		"Herald's own state (the schema registry, the audit log's positions, which dead letters were redriven or purged) stays in the embedded JetStream in --data-dir",
+		"The audit log indexes Kafka topics too, RabbitMQ ones not yet",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("serve --help does not say %q:\n%s", want, out)
+		}
+	}
+}

@@ -102,6 +102,12 @@ func newServeCmd(a *app) *cobra.Command {
 storing events in --data-dir, the admin API with /healthz and /readyz, and the
 schema registry. Ctrl-C (SIGINT) or SIGTERM shuts it down gracefully.
 
+With --broker kafka:// or amqp://, events live on Kafka or RabbitMQ, and the
+dead-letter, replay, lag, retention and metrics tools work on their topics and
+groups; Herald's own state (the schema registry, the audit log's positions,
+which dead letters were redriven or purged) stays in the embedded JetStream in
+--data-dir. The audit log indexes Kafka topics too, RabbitMQ ones not yet.
+
 Every flag can also be set by an environment variable: --data-dir by
 HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 		Args: cobra.NoArgs,

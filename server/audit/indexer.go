@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
@@ -47,6 +48,12 @@ type Indexer struct {
 
 	mu  sync.Mutex
 	pos map[string]Position // what the store holds
+
+	// tr, when set, is a broker other than JetStream whose topics are
+	// indexed too (events.go).
+	tr        TopicReader
+	trName    string
+	trBinding event.Binding
 }
 
 type item struct {
@@ -110,6 +117,8 @@ func NewIndexer(js jetstream.JetStream, store Store, opts ...Option) (*Indexer, 
 		return nil, errors.New("audit: flush and poll intervals must be positive")
 	case ix.maxPayload < 0:
 		return nil, fmt.Errorf("audit: max payload %d must not be negative", ix.maxPayload)
+	case ix.tr != nil && ix.trName == "":
+		return nil, errors.New("audit: WithTopicReader needs a name")
 	case ix.busyRate < 0:
 		return nil, fmt.Errorf("audit: busy rate %d must not be negative", ix.busyRate)
 	}
@@ -150,6 +159,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	var writer, readersWG sync.WaitGroup
 	writer.Go(ix.write)
 	readers := map[string]*reader{}
+	if ix.tr != nil {
+		readersWG.Go(func() { ix.pollTopics(ctx) })
+	}
 	defer func() {
 		for _, r := range readers {
 			r.cancel()
