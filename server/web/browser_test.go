@@ -286,6 +286,7 @@ func TestBrowser(t *testing.T) {
 		{"/sagas", `a[href="/sagas/` + waiting + `"]`, "dashboard-sagas"},
 		{"/sagas/" + compensated, `#history`, "dashboard-saga"},
 		{"/projections", `a[href="/projections/` + proj + `"]`, ""},
+		{"/topology", `div.topology svg`, "dashboard-topology"},
 	} {
 		b.do(t, p.path, chromedp.Navigate(base+p.path), chromedp.WaitVisible(css(p.wait)))
 		if p.shot != "" {
