@@ -131,9 +131,44 @@ func (s *KVStore) Update(ctx context.Context, in *Instance) error {
 // those marked active; otherwise every key of the bucket.
 func (s *KVStore) List(ctx context.Context, state State) ([]*Instance, error) {
 	if s.active == nil || state == "" || state.Terminal() {
-		return s.list(ctx, s.kv, state, false)
+		return s.listAll(ctx, state)
 	}
 	return s.list(ctx, s.active, state, true)
+}
+
+// listAll reads every instance in one pass over the bucket, keeping those
+// in state ("" for all), rather than one get per key.
+func (s *KVStore) listAll(ctx context.Context, state State) ([]*Instance, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []*Instance
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("saga: list: %w", ctx.Err())
+		}
+		if e == nil {
+			break // every current value was delivered
+		}
+		var in Instance
+		if err := json.Unmarshal(e.Value(), &in); err != nil {
+			return nil, fmt.Errorf("saga: decode %q: %w", e.Key(), err)
+		}
+		in.Version = e.Revision()
+		if state == "" || in.State == state {
+			out = append(out, &in)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err) // the watch ended early
+	}
+	slices.SortFunc(out, func(a, b *Instance) int { return a.Created.Compare(b.Created) })
+	return out, nil
 }
 
 // list reads the instances named by the keys of bucket in, keeping

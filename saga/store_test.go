@@ -96,6 +96,13 @@ func TestStores(t *testing.T) {
 			if err != nil || fmt.Sprint(idsOf(running)) != "[b]" {
 				t.Fatalf("List running = %v, %v; want [b]", idsOf(running), err)
 			}
+			compensated, err := st.List(ctx, saga.Compensated)
+			if err != nil || len(compensated) != 1 || compensated[0].ID != "a" || compensated[0].Version != fresh.Version || compensated[0].Error != "x" {
+				t.Fatalf("List compensated = %+v, %v; want a at version %d", compensated, err, fresh.Version)
+			}
+			if done, err := st.List(ctx, saga.Completed); err != nil || len(done) != 0 {
+				t.Fatalf("List completed = %v, %v; want none", idsOf(done), err)
+			}
 		})
 	}
 }

@@ -201,24 +201,77 @@ func (s *Service) DLQEntry(ctx context.Context, id string) (*Entry, error) {
 }
 
 // scan calls fn with the messages of st from sequence from up to last, in
-// order, until fn returns false.
+// order, until fn returns false. A range of more than streamFrom
+// sequences is read in one pass by an ordered consumer, shorter ones one
+// message at a time.
 func (s *Service) scan(ctx context.Context, st jetstream.Stream, from, last uint64, fn func(*jetstream.RawStreamMsg) bool) error {
+	from = max(from, 1)
+	if last < from {
+		return nil
+	}
 	filter := st.CachedInfo().Config.Name + ".>"
-	for seq := max(from, 1); seq <= last; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
+	if last-from < streamFrom {
+		for seq := from; seq <= last; {
+			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if m.Sequence > last || !fn(m) {
+				return nil
+			}
+			seq = m.Sequence + 1
 		}
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+		InactiveThreshold: 5 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		// No wait: what the stream holds comes at once, and the pass ends
+		// when it is read, deleted sequences or not.
+		batch, err := cons.FetchNoWait(int(min(last-from+1, scanBatch)))
 		if err != nil {
 			return err
 		}
-		if m.Sequence > last || !fn(m) {
+		n, done := 0, false
+		for m := range batch.Messages() {
+			n++
+			if done {
+				continue // drain the batch
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq := md.Sequence.Stream
+			if seq > last {
+				done = true
+				continue
+			}
+			if !fn(&jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: seq, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp}) ||
+				seq == last || md.NumPending == 0 {
+				done = true
+			}
+			from = seq + 1
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if done || n == 0 {
 			return nil
 		}
-		seq = m.Sequence + 1
 	}
-	return nil
 }
+
+// scanBatch is how many messages scan asks for at once.
+const scanBatch = 1000
 
 func toEntry(dlq string, m *jetstream.RawStreamMsg, full bool) Entry {
 	h := m.Header

@@ -218,3 +218,64 @@ func (e *env) stream(t *testing.T, topic string) jetstream.Stream {
 	}
 	return st
 }
+
+// A dead-letter topic longer than a page is read in one pass, skipping
+// deleted entries, and pages the same as one read message by message.
+func TestDeadLetterScanStreams(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	topic := testenv.Unique("orders")
+	e.dropTopic(t, topic)
+	const n = 1500
+	e.publishEvents(t, topic+".dlq", "shop.a.v1", n, 10)
+	st := e.stream(t, topic+".dlq")
+	deleted := map[uint64]bool{n: true}
+	for seq := uint64(10); seq < 20; seq++ {
+		deleted[seq] = true
+	}
+	for seq := range deleted {
+		if err := st.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var all []Entry
+	var next uint64
+	for page := 0; ; page++ {
+		es, nx, err := e.svc.DLQEntries(ctx, topic, next, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page == 0 && (len(es) != 1000 || nx != es[999].Seq) {
+			t.Fatalf("first page: %d entries, next %d", len(es), nx)
+		}
+		all = append(all, es...)
+		if nx == 0 {
+			break
+		}
+		next = nx
+	}
+	if len(all) != n-len(deleted) {
+		t.Fatalf("%d entries, want %d", len(all), n-len(deleted))
+	}
+	for i, en := range all {
+		if deleted[en.Seq] || i > 0 && en.Seq <= all[i-1].Seq || en.Type != "shop.a.v1" || en.ID != FormatEntryID(topic+".dlq", en.Seq) {
+			t.Fatalf("entry %d: %+v", i, en)
+		}
+	}
+	// A short page near the end is read message by message.
+	tail, nx, err := e.svc.DLQEntries(ctx, topic, n-5, 10)
+	if err != nil || len(tail) != 4 || nx != 0 || tail[0].Seq != n-4 {
+		t.Fatalf("tail: %d entries, next %d, %v", len(tail), nx, err)
+	}
+	// Stopping early, the redrive's scan counts as much as was asked.
+	dry, err := e.svc.Redrive(ctx, RedriveRequest{Topic: topic, DryRun: true, Limit: 1200})
+	if err != nil || dry.Matched != 1200 {
+		t.Fatalf("dry run with limit 1200: %+v, %v", dry, err)
+	}
+	dry, err = e.svc.Redrive(ctx, RedriveRequest{Topic: topic, DryRun: true})
+	if err != nil || dry.Matched != n-len(deleted) {
+		t.Fatalf("dry run: matched %+v, %v; want %d", dry.Matched, err, n-len(deleted))
+	}
+}

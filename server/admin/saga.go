@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/heraldhq/herald/saga"
 )
 
@@ -78,6 +80,9 @@ func (s *Service) Saga(ctx context.Context, bucket, id string) (*SagaDetail, err
 		return nil, err
 	}
 	in, err := st.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrInvalidKey) {
+		return nil, fmt.Errorf("%w: saga id %q: an id is letters, digits, '_', '=', '-' and '.'", ErrInvalid, id)
+	}
 	if errors.Is(err, saga.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}

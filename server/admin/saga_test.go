@@ -59,6 +59,7 @@ func TestSagaEndpoints(t *testing.T) {
 	}{
 		"bad state":      {func() error { _, err := c.Sagas(ctx, bucket, "sleeping"); return err }, 400},
 		"unknown id":     {func() error { _, err := c.Saga(ctx, bucket, "nope"); return err }, 404},
+		"bad id":         {func() error { _, err := c.Saga(ctx, bucket, "a b*"); return err }, 400},
 		"unknown bucket": {func() error { _, err := c.Sagas(ctx, bucket+"_none", ""); return err }, 404},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -13,18 +13,19 @@ import (
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/saga"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/servertest"
 )
 
 // BenchmarkPages renders each dashboard page against a running server
-// holding 100k events and 1k dead letters, beside the admin API's JSON
+// holding 100k events, 1k dead letters and 1k saga instances, beside the admin API's JSON
 // answer for the same data (the baseline: what the CLI asks for):
 //
 //	go test -run '^$' -bench BenchmarkPages -benchtime 20x ./server/web
 func BenchmarkPages(b *testing.B) {
-	const events, deadLetters = 100_000, 1_000
+	const events, deadLetters, sagaInstances = 100_000, 1_000, 1_000
 	srv := servertest.Start(b, server.Config{Audit: server.AuditConfig{BusyRate: -1}})
 	base := srv.AdminURL()
 	ctx := context.Background()
@@ -70,6 +71,24 @@ func BenchmarkPages(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	sagas, err := saga.NewKVStore(ctx, br.JetStream(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	started := time.Now().UTC()
+	for i := range sagaInstances {
+		in := &saga.Instance{ID: "checkout-" + strconv.Itoa(i), Saga: "checkout", State: saga.Completed, Created: started, Updated: started,
+			History: []saga.Entry{
+				{Step: "reserve", Phase: saga.Do, Attempt: 1, Type: "shop.stock.reserve.v1", Sent: started, Ended: started.Add(time.Millisecond), Outcome: "done"},
+				{Step: "charge", Phase: saga.Do, Attempt: 1, Type: "shop.payment.charge.v1", Sent: started, Ended: started.Add(2 * time.Millisecond), Outcome: "done"},
+			}}
+		if i%10 == 0 {
+			in.State = saga.Running
+		}
+		if err := sagas.Create(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+	}
 	eventually(b, 5*time.Minute, "the audit log to index every event", func() (bool, string) {
 		n, err := srv.AuditIndexer().Behind(ctx)
 		return err == nil && n == 0, fmt.Sprintf("%d behind (%v)", n, err)
@@ -87,6 +106,9 @@ func BenchmarkPages(b *testing.B) {
 		{"schema-diff", "/schemas/" + subject},
 		{"groups", "/groups"},
 		{"topology", "/topology"},
+		{"sagas", "/sagas"},
+		{"sagas-running", "/sagas?state=running"},
+		{"saga", "/sagas/checkout-500"},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			var worst time.Duration

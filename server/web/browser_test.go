@@ -15,7 +15,11 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/eventstore"
+	"github.com/heraldhq/herald/eventstore/memory"
 	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/saga"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/servertest"
@@ -142,7 +146,8 @@ func (b *browser) screenshot(t *testing.T, name string) {
 // from the DLQ page gets the events handled.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
-	srv := servertest.Start(t, server.Config{})
+	dbURL, pool := projectionsDB(t)
+	srv := servertest.Start(t, server.Config{ProjectionsURL: dbURL})
 	base := srv.AdminURL()
 	ctx := t.Context()
 	orders := connect(t, srv, "orders")
@@ -165,6 +170,38 @@ func TestBrowser(t *testing.T) {
 		_, body := get(t, base, "/trace/"+corr)
 		return strings.Count(body, "shop.order.placed.v1") >= n, body
 	})
+
+	// A saga compensated, one waiting, and a projection over 500 events.
+	sagas, err := saga.NewKVStore(ctx, srv.Broker().JetStream(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := saga.New(sagas, topicPublisher{orders, testenv.Unique("commands")}, []saga.Definition{checkout()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compensated, waiting := testenv.Unique("order"), testenv.Unique("order")
+	for _, id := range []string{compensated, waiting} {
+		if err := eng.Start(ctx, "checkout", id, map[string]int{"total": 42}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply(t, eng, compensated, "reserve", saga.Do, "shop.stock.reserved.v1")
+	reply(t, eng, compensated, "charge", saga.Do, "shop.payment.declined.v1")
+	reply(t, eng, compensated, "reserve", saga.Undo, "shop.stock.released.v1")
+	reply(t, eng, waiting, "reserve", saga.Do, "shop.stock.reserved.v1")
+	store := memory.New()
+	for i := range 5 {
+		evs := make([]*event.Event, 100)
+		for j := range evs {
+			evs[j] = event.New("orders", fmt.Sprintf("shop.order.t%d.v1", j%3), []byte(`{}`))
+		}
+		if _, err := store.Append(ctx, fmt.Sprintf("order-%d", i), eventstore.Any, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proj := testenv.SQLName("order_summary_")
+	runProjector(t, summaryProjection(t, pool, store, proj))
 
 	b := newBrowser(t)
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
@@ -246,12 +283,25 @@ func TestBrowser(t *testing.T) {
 		{"/groups/billing", `#rewind-preview`, ""},
 		{"/dlq", `main h1`, ""},
 		{"/trace/" + corr, `ul.tree`, ""},
+		{"/sagas", `a[href="/sagas/` + waiting + `"]`, "dashboard-sagas"},
+		{"/sagas/" + compensated, `#history`, "dashboard-saga"},
+		{"/projections", `a[href="/projections/` + proj + `"]`, ""},
+		{"/topology", `div.topology svg`, "dashboard-topology"},
 	} {
 		b.do(t, p.path, chromedp.Navigate(base+p.path), chromedp.WaitVisible(css(p.wait)))
 		if p.shot != "" {
 			b.screenshot(t, p.shot)
 		}
 	}
+	// A rebuild from the projection's page, followed to its end by the
+	// page's refresh.
+	b.do(t, "projection", chromedp.Navigate(base+"/projections/"+proj), chromedp.WaitVisible(chromedp.ID("rebuild-start")))
+	b.do(t, "rebuild", chromedp.Click(chromedp.ID("rebuild-start")), chromedp.WaitVisible(css(`p.flash`)))
+	eventually(t, time.Minute, "the rebuild done in the page", func() (bool, string) {
+		text := b.text(t, "#live")
+		return strings.Contains(text, "Last rebuild") && strings.Contains(text, "500 events applied"), text
+	})
+	b.screenshot(t, "dashboard-projection")
 	if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
 		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
 		t.Fatal(err)

@@ -12,10 +12,13 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/heraldhq/herald/projection"
+	"github.com/heraldhq/herald/saga"
 )
 
 // pages are the templates besides the layout, one per page.
-var pages = []string{"error", "overview", "topic", "event", "trace", "dlqs", "dlq", "redrive", "groups", "group", "schemas", "subject", "topology"}
+var pages = []string{"error", "overview", "topic", "event", "trace", "dlqs", "dlq", "redrive", "groups", "group", "schemas", "subject", "topology", "sagas", "saga", "projections", "projection"}
 
 func parseTemplates() (map[string]*template.Template, error) {
 	out := make(map[string]*template.Template, len(pages))
@@ -52,9 +55,16 @@ var funcs = template.FuncMap{
 	"searchURL": func(topic, field, q string) string {
 		return link(url.Values{"field": {field}, "q": {q}}, "topics", topic)
 	},
-	"dlqFilterURL": func(topic, filter string) string { return link(url.Values{"filter": {filter}}, "dlq", topic) },
-	"add":          func(a, b int) int { return a + b },
-	"u64":          func(n int) uint64 { return uint64(max(n, 0)) },
+	"dlqFilterURL":    func(topic, filter string) string { return link(url.Values{"filter": {filter}}, "dlq", topic) },
+	"sagaURL":         sagaURL,
+	"projectionURL":   func(name string) string { return link(nil, "projections", name) },
+	"rebuildPercent":  rebuildPercent,
+	"sagaState":       sagaState,
+	"projectionState": projectionState,
+	"outcome":         outcome,
+	"since":           func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() },
+	"add":             func(a, b int) int { return a + b },
+	"u64":             func(n int) uint64 { return uint64(max(n, 0)) },
 	"truncate": func(s string, n int) string {
 		if len(s) <= n {
 			return s
@@ -126,4 +136,46 @@ func describeBinary(b []byte) string {
 		fmt.Fprintf(&s, "%04x  % x\n", i, b[i:min(i+16, n)])
 	}
 	return s.String()
+}
+
+// sagaState tags a saga state by how it went.
+func sagaState(s saga.State) template.HTML {
+	class := ""
+	switch s {
+	case saga.Completed:
+		class = " ok"
+	case saga.Compensating, saga.Compensated:
+		class = " warn"
+	case saga.Failed:
+		class = " bad"
+	}
+	return template.HTML(`<span class="tag` + class + `">` + template.HTMLEscapeString(string(s)) + `</span>`)
+}
+
+// projectionState tags a projection state.
+func projectionState(s projection.State) template.HTML {
+	class := ""
+	switch s {
+	case projection.StateRunning:
+		class = " ok"
+	case projection.StateRebuilding, projection.StateStopped:
+		class = " warn"
+	case projection.StateFailed:
+		class = " bad"
+	}
+	return template.HTML(`<span class="tag` + class + `">` + template.HTMLEscapeString(string(s)) + `</span>`)
+}
+
+// outcome colours a saga command's outcome.
+func outcome(o string) template.HTML {
+	class := ""
+	switch o {
+	case "done", "compensated":
+		class = "ok"
+	case "failed", "timeout":
+		class = "bad"
+	case "":
+		return "—"
+	}
+	return template.HTML(`<span class="` + class + `">` + template.HTMLEscapeString(o) + `</span>`)
 }

@@ -143,7 +143,8 @@ func topologySVG(t *admin.Topology, standalone bool) string {
 	for i := range grpNodes {
 		grpNodes[i].x, grpNodes[i].w = x2, grpW
 	}
-	width := x2 + max(grpW, svgMinBoxW) + svgMargin
+	// The column's heading can be wider than its boxes.
+	width := x2 + max(grpW, svgMinBoxW, boxWidth("consumer groups")) + svgMargin
 	rows := max(len(sources), len(types), len(groups), 1)
 	height := float64(svgMargin) + 24 + float64(rows)*svgRow + svgMargin
 

@@ -129,6 +129,11 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /schemas", h.schemas)
 	m.HandleFunc("GET /schemas/{subject}", h.subject)
 	m.HandleFunc("GET /trace/{correlation}", h.trace)
+	m.HandleFunc("GET /sagas", h.sagas)
+	m.HandleFunc("GET /sagas/{id}", h.saga)
+	m.HandleFunc("GET /projections", h.projections)
+	m.HandleFunc("GET /projections/{name}", h.projection)
+	m.HandleFunc("POST /projections/{name}/rebuild", h.rebuildProjection)
 	m.HandleFunc("GET /topology", h.topology)
 	m.HandleFunc("GET /topology.svg", h.topologySVG)
 	m.HandleFunc("GET /asyncapi.json", h.asyncapi)
@@ -149,8 +154,9 @@ type page struct {
 	// Status is the HTTP status the page is served with.
 	Status int
 	Data   any
-	// Audit and Registry say which optional sources are there.
-	Audit, Registry bool
+	// Audit and Registry say which optional sources are there;
+	// Projections whether the server reads projections' state.
+	Audit, Registry, Projections bool
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, name string, p page) {
@@ -160,7 +166,7 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, name string, p 
 		http.Error(w, "dashboard template "+name+" missing", http.StatusInternalServerError)
 		return
 	}
-	p.Audit, p.Registry = h.src.Audit != nil, h.src.Registry != nil
+	p.Audit, p.Registry, p.Projections = h.src.Audit != nil, h.src.Registry != nil, h.src.Admin.HasProjections()
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
 		h.log.Error("dashboard page failed", "path", r.URL.Path, "error", err)
@@ -192,6 +198,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, admin.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, admin.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500:

@@ -11,7 +11,7 @@
       el.dataset.local = "1";
     });
   }
-  var pages = { o: "/", d: "/dlq", g: "/groups", s: "/schemas", t: "/topology" };
+  var pages = { o: "/", d: "/dlq", g: "/groups", s: "/schemas", a: "/sagas", p: "/projections", t: "/topology" };
   var pendingG = false, row = -1;
   function rows() { return Array.prototype.slice.call(document.querySelectorAll("table.rows tbody tr")); }
   function focusRow(i) {
