@@ -60,6 +60,7 @@ type Breaker struct {
 	fails     int
 	openUntil time.Time
 	probing   bool
+	since     time.Time     // when the state last changed (zero: never)
 	changed   chan struct{} // closed and replaced on every state change
 }
 
@@ -86,6 +87,15 @@ func (b *Breaker) stateLocked(now time.Time) BreakerState {
 		return BreakerHalfOpen
 	}
 	return b.state
+}
+
+// snapshot returns the recorded state (open stays open past its period,
+// with openUntil saying when a probe may run), when it was entered, and a
+// channel closed at the next change.
+func (b *Breaker) snapshot() (st BreakerState, since, openUntil time.Time, changed <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state, b.since, b.openUntil, b.changed
 }
 
 // Wait blocks while the breaker is open, until a probe may run; the router
@@ -156,6 +166,7 @@ func (b *Breaker) record(probe bool, failed bool) {
 		b.state, to = BreakerClosed, BreakerClosed
 	}
 	if to != from {
+		b.since = now
 		close(b.changed) // wake Wait: the deadline or the state moved
 		b.changed = make(chan struct{})
 	}

@@ -122,6 +122,9 @@ type config struct {
 	log             *slog.Logger
 	failDelay       time.Duration
 	keyOrder        bool
+	// noBreakerReports keeps a router with a breaker from reporting its
+	// state to BreakerTopic.
+	noBreakerReports bool
 }
 
 // Option configures a Router.
@@ -199,7 +202,9 @@ func WithDeadLetterTopic(f func(topic string) string) Option {
 func WithTimeout(d time.Duration) Option { return func(c *config) error { c.timeout = d; return nil } }
 
 // WithBreaker installs a circuit breaker that pauses consumption while the
-// handlers keep failing and probes to recover.
+// handlers keep failing and probes to recover. The router reports the
+// breaker's state to BreakerTopic for the dashboard (see
+// WithoutBreakerReports).
 func WithBreaker(b BreakerConfig) Option {
 	return func(c *config) error { c.breaker = &b; return nil }
 }
@@ -450,6 +455,11 @@ func (r *Router) Run(ctx context.Context) error {
 		topic := r.topics[i]
 		fetchers.Go(func() { r.fetch(ctx, s, topic, lanes) })
 	}
+	var reports sync.WaitGroup
+	if r.breaker != nil && r.pub != nil && !r.cfg.noBreakerReports {
+		reports.Go(func() { r.reportBreaker(ctx, BreakerReportInterval) })
+	}
+	defer reports.Wait() // the last report says the router stopped
 	<-ctx.Done()
 	stopping.Store(true)
 	closeSubs()

@@ -34,6 +34,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/server/admin"
@@ -334,6 +335,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.openEvents(ctx); err != nil {
 		return err
 	}
+	if s.events == nil {
+		// Routers with a circuit breaker report its state there, for the
+		// dashboard; services may publish to it but not create it.
+		if err := s.broker.EnsureTopic(ctx, consumer.BreakerTopic, breakerTopicConfig); err != nil {
+			return fmt.Errorf("server: topic %s: %w", consumer.BreakerTopic, err)
+		}
+	}
 	if err := s.startAuth(ctx); err != nil {
 		return err
 	}
@@ -538,6 +546,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
+
+// breakerTopicConfig keeps an hour of breaker reports: the overview reads
+// the last minute of them.
+var breakerTopicConfig = broker.TopicConfig{MaxAge: time.Hour}
 
 // externalNATS reports whether the platform runs on a JetStream it did
 // not start.

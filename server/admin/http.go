@@ -46,6 +46,7 @@ const (
 //	POST   /api/v1/dlq/redrive                 RedriveRequest
 //	DELETE /api/v1/dlq/{topic}?confirm=TOPIC   purge
 //	GET    /api/v1/groups?topic=&group=        lag per group
+//	GET    /api/v1/breakers                    circuit breakers the groups' routers report
 //	POST   /api/v1/replay                      ReplayRequest
 //	GET    /api/v1/audit?correlation=|subject=|type=[&topic=&since=&until=&after=&limit=&payload=false]
 //	GET    /api/v1/trace/{correlation}[?payload=true]
@@ -70,6 +71,7 @@ func Handler(s *Service, auditLog AuditLog) http.Handler {
 	mux.HandleFunc("POST /api/v1/dlq/redrive", h.redrive)
 	mux.HandleFunc("DELETE /api/v1/dlq/{topic}", h.purge)
 	mux.HandleFunc("GET /api/v1/groups", h.groups)
+	mux.HandleFunc("GET /api/v1/breakers", h.breakers)
 	mux.HandleFunc("POST /api/v1/replay", h.replay)
 	mux.HandleFunc("GET /api/v1/audit", h.auditQuery)
 	mux.HandleFunc("GET /api/v1/trace/{correlation}", h.trace)
@@ -310,6 +312,15 @@ func (h *handler) groups(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"groups": lags})
+}
+
+func (h *handler) breakers(w http.ResponseWriter, r *http.Request) {
+	bs, err := h.s.Breakers(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"groups": bs})
 }
 
 // ReplayRequest is the body of POST /api/v1/replay: either Group and To

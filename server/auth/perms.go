@@ -53,7 +53,8 @@ func ParseTopics(list string) ([]string, error) {
 // pull from consumers of its subscribe topics and acknowledge their
 // messages; publish dead letters to the dead-letter topics of its
 // subscribe topics (its consumers dead-letter what they cannot handle);
-// read the info of those streams; use the group-membership buckets of
+// report its circuit breakers to consumer.BreakerTopic; read the info of
+// those streams; use the group-membership buckets of
 // key-ordered groups; receive on its own inbox. Everything else is
 // refused by the broker: other topics, dead-letter and audit topics
 // (reading), stream and bucket creation, deletion and purging, consumer
@@ -89,6 +90,9 @@ func ServicePermissions(inbox string, publish, subscribe []string) *jwt.Permissi
 			dl+".>", "$JS.API.STREAM.INFO."+dl)
 	}
 	if len(subscribe) > 0 {
+		// Routers with a circuit breaker report its state.
+		br := natsjs.StreamName(consumer.BreakerTopic)
+		add(br+".>", "$JS.API.STREAM.INFO."+br)
 		for _, b := range groupBuckets {
 			st := "KV_" + b
 			add("$KV."+b+".>",

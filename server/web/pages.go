@@ -36,6 +36,12 @@ type overviewData struct {
 	DLQTotal uint64
 	// Paused are the groups an operator (or a rewind) paused.
 	Paused []admin.GroupLag
+	// Breakers are the circuit breakers the groups' routers reported, by
+	// group; BreakerList the same in order. BreakersOff says why there
+	// are none to read (events live on a broker other than JetStream).
+	Breakers    map[string]admin.GroupBreakers
+	BreakerList []admin.GroupBreakers
+	BreakersOff string
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
@@ -50,7 +56,19 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	d := overviewData{Groups: lags}
+	d := overviewData{Groups: lags, Breakers: map[string]admin.GroupBreakers{}}
+	bs, err := h.src.Admin.Breakers(ctx)
+	switch {
+	case errors.Is(err, admin.ErrUnsupported):
+		d.BreakersOff = "Circuit breaker states are read from JetStream; events live on another broker here, so they are not shown (each service exports herald_breaker_state)."
+	case err != nil:
+		h.fail(w, r, err)
+		return
+	}
+	d.BreakerList = bs
+	for _, b := range bs {
+		d.Breakers[b.Group] = b
+	}
 	groups := map[string]int{}
 	for _, g := range lags {
 		groups[g.Topic]++

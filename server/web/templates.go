@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/projection"
 	"github.com/heraldhq/herald/saga"
+	"github.com/heraldhq/herald/server/admin"
 )
 
 // pages are the templates besides the layout, one per page.
@@ -63,6 +64,8 @@ var funcs = template.FuncMap{
 	"projectionState": projectionState,
 	"outcome":         outcome,
 	"since":           func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() },
+	"breaker":         breakerSummary,
+	"breakerState":    breakerState,
 	"add":             func(a, b int) int { return a + b },
 	"u64":             func(n int) uint64 { return uint64(max(n, 0)) },
 	"truncate": func(s string, n int) string {
@@ -71,6 +74,31 @@ var funcs = template.FuncMap{
 		}
 		return s[:n] + "…"
 	},
+}
+
+// breakerSummary says how many of a group's instances have their breaker
+// open or half-open, or that all are closed.
+func breakerSummary(g admin.GroupBreakers) template.HTML {
+	n := len(g.Instances)
+	switch {
+	case g.Open > 0:
+		return template.HTML(fmt.Sprintf(`<span class="tag bad">open on %d of %d</span>`, g.Open, n))
+	case g.HalfOpen > 0:
+		return template.HTML(fmt.Sprintf(`<span class="tag warn">half-open on %d of %d</span>`, g.HalfOpen, n))
+	}
+	return template.HTML(fmt.Sprintf(`<span class="tag ok">closed on %d</span>`, n))
+}
+
+// breakerState renders one instance's breaker state as a tag.
+func breakerState(state string) template.HTML {
+	class := "ok"
+	switch state {
+	case "open":
+		class = "bad"
+	case "half-open":
+		class = "warn"
+	}
+	return template.HTML(`<span class="tag ` + class + `">` + template.HTMLEscapeString(state) + `</span>`)
 }
 
 // localTime renders t as a <time> element in UTC; the page's script

@@ -1,0 +1,103 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/heraldhq/herald/consumer"
+)
+
+// breakerScan is how many of the newest breaker reports Breakers reads:
+// every live instance reports at least once an interval.
+const breakerScan = 1000
+
+// breakerLive is how old an instance's last report may be for it to count
+// as running.
+const breakerLive = 3 * consumer.BreakerReportInterval
+
+// GroupBreakers is what the routers of one group with a circuit breaker
+// last reported (consumer.BreakerTopic).
+type GroupBreakers struct {
+	Group string `json:"group"`
+	// Instances are the running instances' last reports, their State
+	// half-open once an open breaker's period ended.
+	Instances []consumer.BreakerReport `json:"instances"`
+	Open      int                      `json:"open"`
+	HalfOpen  int                      `json:"half_open"`
+	Closed    int                      `json:"closed"`
+}
+
+// Breakers returns, by group, the circuit breakers that running routers
+// reported in the last few report intervals. It returns none when no
+// router reported yet.
+func (s *Service) Breakers(ctx context.Context) ([]GroupBreakers, error) {
+	msgs, _, err := s.Messages(ctx, consumer.BreakerTopic, 0, breakerScan)
+	if errors.Is(err, ErrNotFound) {
+		return []GroupBreakers{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	seen := map[string]bool{}
+	by := map[string]*GroupBreakers{}
+	for _, m := range msgs { // newest first
+		if m.Type != consumer.BreakerReportType {
+			continue
+		}
+		var rep consumer.BreakerReport
+		if json.Unmarshal(m.Data, &rep) != nil || rep.Group == "" || rep.Instance == "" {
+			continue
+		}
+		if seen[rep.Instance+"\x00"+rep.Group] {
+			continue // an older report of an instance already counted
+		}
+		seen[rep.Instance+"\x00"+rep.Group] = true
+		if rep.Stopped || now.Sub(rep.Reported) > breakerLive {
+			continue
+		}
+		if rep.State == consumer.BreakerOpen.String() && !rep.OpenUntil.IsZero() && now.After(rep.OpenUntil) {
+			rep.State = consumer.BreakerHalfOpen.String()
+		}
+		g := by[rep.Group]
+		if g == nil {
+			g = &GroupBreakers{Group: rep.Group}
+			by[rep.Group] = g
+		}
+		g.Instances = append(g.Instances, rep)
+		switch rep.State {
+		case consumer.BreakerOpen.String():
+			g.Open++
+		case consumer.BreakerHalfOpen.String():
+			g.HalfOpen++
+		default:
+			g.Closed++
+		}
+	}
+	out := make([]GroupBreakers, 0, len(by))
+	for _, g := range by {
+		slices.SortFunc(g.Instances, func(a, b consumer.BreakerReport) int {
+			switch {
+			case a.Instance < b.Instance:
+				return -1
+			case a.Instance > b.Instance:
+				return 1
+			}
+			return 0
+		})
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b GroupBreakers) int {
+		switch {
+		case a.Group < b.Group:
+			return -1
+		case a.Group > b.Group:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
