@@ -46,6 +46,15 @@ func TestOverviewShowsBreakers(t *testing.T) {
 		})
 		return testenv.RunRouter(t, r)
 	}
+	// A group without a breaker shows none.
+	plain := testenv.Unique("plain")
+	pc := connect(t, srv, "plain")
+	pr, err := pc.Router(plain, []string{topic}, consumer.WithStart(broker.FromFirst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.HandleAll(func(context.Context, *consumer.Message) error { return nil })
+	testenv.RunRouter(t, pr)
 	stopFailing := start(true)
 	start(false)
 	c := connect(t, srv, "orders")
@@ -61,6 +70,9 @@ func TestOverviewShowsBreakers(t *testing.T) {
 	})
 	if !strings.Contains(state, `href="/groups/`+group+`"`) {
 		t.Fatalf("overview does not link the group:\n%s", state)
+	}
+	if strings.Contains(state, "closed on 0") || strings.Contains(state, `href="/topics/herald.breakers"`) {
+		t.Fatalf("overview shows a breaker for a group without one, or the reports topic as a topic:\n%s", state)
 	}
 	res, err := http.Get(base + "/api/v1/breakers")
 	if err != nil {

@@ -39,7 +39,7 @@ type overviewData struct {
 	// Breakers are the circuit breakers the groups' routers reported, by
 	// group; BreakerList the same in order. BreakersOff says why there
 	// are none to read (events live on a broker other than JetStream).
-	Breakers    map[string]admin.GroupBreakers
+	Breakers    map[string]*admin.GroupBreakers
 	BreakerList []admin.GroupBreakers
 	BreakersOff string
 }
@@ -56,7 +56,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	d := overviewData{Groups: lags, Breakers: map[string]admin.GroupBreakers{}}
+	d := overviewData{Groups: lags, Breakers: map[string]*admin.GroupBreakers{}}
 	bs, err := h.src.Admin.Breakers(ctx)
 	switch {
 	case errors.Is(err, admin.ErrUnsupported):
@@ -66,8 +66,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.BreakerList = bs
-	for _, b := range bs {
-		d.Breakers[b.Group] = b
+	for i := range bs {
+		d.Breakers[bs[i].Group] = &bs[i]
 	}
 	groups := map[string]int{}
 	for _, g := range lags {
@@ -80,6 +80,9 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		if t.DeadLetter {
 			d.DLQTotal += t.Messages
 			continue
+		}
+		if t.Topic == consumer.BreakerTopic {
+			continue // shown as the circuit breakers below
 		}
 		row := topicRow{TopicInfo: t, Groups: groups[t.Topic]}
 		traffic, err := h.src.Admin.Traffic(ctx, t.Topic, sparkWindows, sparkWidth)

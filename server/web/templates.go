@@ -78,7 +78,7 @@ var funcs = template.FuncMap{
 
 // breakerSummary says how many of a group's instances have their breaker
 // open or half-open, or that all are closed.
-func breakerSummary(g admin.GroupBreakers) template.HTML {
+func breakerSummary(g *admin.GroupBreakers) template.HTML {
 	n := len(g.Instances)
 	switch {
 	case g.Open > 0:
