@@ -366,7 +366,7 @@ WHERE stream = $1 AND version >= $2 ORDER BY version`, s.t.events), stream, int6
 		for rows.Next() {
 			var (
 				pos, ver int64
-				attrs    map[string]string
+				attrs    storedAttrs
 				data     []byte
 				rec      time.Time
 			)
@@ -402,7 +402,7 @@ func (s *Store) Last(ctx context.Context, stream string) (*eventstore.Record, er
 	}
 	var (
 		pos, ver int64
-		attrs    map[string]string
+		attrs    storedAttrs
 		data     []byte
 		rec      time.Time
 	)
@@ -503,7 +503,7 @@ WHERE position > $1 AND position <= $2 ORDER BY position LIMIT %d`, s.t.events, 
 				var (
 					p, ver int64
 					stream string
-					attrs  map[string]string
+					attrs  storedAttrs
 					data   []byte
 					rec    time.Time
 				)
