@@ -58,7 +58,7 @@ func WithoutBreakerReports() Option {
 func (r *Router) reportBreaker(ctx context.Context, every time.Duration) {
 	instance := reportInstance()
 	warned := false
-	send := func(rep BreakerReport) {
+	send := func(rep BreakerReport, timeout time.Duration) {
 		rep.Group, rep.Instance, rep.Reported = r.group, instance, time.Now().UTC()
 		data, _ := json.Marshal(rep)
 		e := event.New("herald/consumer", BreakerReportType, data)
@@ -66,7 +66,7 @@ func (r *Router) reportBreaker(ctx context.Context, every time.Duration) {
 		e.DataContentType = "application/json"
 		h := map[string]string{}
 		event.NATS.Encode(e, h)
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		err := r.pub.Publish(pctx, &broker.Message{Topic: BreakerTopic, Route: BreakerReportType, Key: r.group, ID: e.ID, Header: h, Data: e.Data})
 		switch {
@@ -96,11 +96,12 @@ func (r *Router) reportBreaker(ctx context.Context, every time.Duration) {
 		if st == BreakerOpen {
 			rep.OpenUntil = until.UTC()
 		}
-		send(rep)
+		send(rep, 5*time.Second)
 		select {
 		case <-ctx.Done():
+			// Bounded tighter: the router's shutdown waits for it.
 			rep.Stopped = true
-			send(rep)
+			send(rep, 2*time.Second)
 			return
 		case <-changed:
 		case <-t.C:

@@ -30,7 +30,7 @@ func TestOverviewShowsBreakers(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "No running router with a circuit breaker") {
 		t.Fatalf("overview before any breaker: %d, want the empty breakers section:\n%s", code, body)
 	}
-	start := func(failing bool) (stop func()) {
+	start := func(failing bool) (r *consumer.Router, stop func()) {
 		c := connect(t, srv, "billing")
 		r, err := c.Router(group, []string{topic}, consumer.WithStart(broker.FromFirst), consumer.WithKeyOrder(false),
 			consumer.WithConcurrency(1), consumer.WithoutDeadLetter(),
@@ -44,7 +44,7 @@ func TestOverviewShowsBreakers(t *testing.T) {
 			}
 			return nil
 		})
-		return testenv.RunRouter(t, r)
+		return r, testenv.RunRouter(t, r)
 	}
 	// A group without a breaker shows none.
 	plain := testenv.Unique("plain")
@@ -55,12 +55,16 @@ func TestOverviewShowsBreakers(t *testing.T) {
 	}
 	pr.HandleAll(func(context.Context, *consumer.Message) error { return nil })
 	testenv.RunRouter(t, pr)
-	stopFailing := start(true)
-	start(false)
+	// The failing instance runs alone until its breaker opened, so it
+	// gets events of the group's work queue; then the healthy one joins.
+	failing, stopFailing := start(true)
 	c := connect(t, srv, "orders")
-	// Enough events that the failing instance gets some of the group's
-	// work queue.
-	publish(t, c, "orders", topic, "shop.order.placed.v1", "", 50)
+	publish(t, c, "orders", topic, "shop.order.placed.v1", "", 5)
+	eventually(t, 30*time.Second, "the failing instance's breaker to open", func() (bool, string) {
+		st := failing.Breaker().State()
+		return st != consumer.BreakerClosed, st.String()
+	})
+	start(false)
 
 	var state string
 	eventually(t, 30*time.Second, "the overview to show the breaker open on 1 of 2", func() (bool, string) {
