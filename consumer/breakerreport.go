@@ -89,9 +89,9 @@ func (r *Router) reportBreaker(ctx context.Context, every time.Duration) {
 	defer t.Stop()
 	for {
 		st, since, until, changed := r.breaker.snapshot()
-		rep := BreakerReport{State: st.String(), Since: since.UTC()}
-		if since.IsZero() {
-			rep.Since = time.Time{}
+		rep := BreakerReport{State: st.String()}
+		if !since.IsZero() {
+			rep.Since = since.UTC()
 		}
 		if st == BreakerOpen {
 			rep.OpenUntil = until.UTC()
