@@ -29,6 +29,7 @@ import (
 	"iter"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,9 @@ const (
 	codeBatchDuplicate    = 10201
 	codeTooManyInflight   = 10210
 )
+
+// fetchBatch is the most messages one fetch of a read asks for.
+const fetchBatch = 1000
 
 // maxRetries bounds how often Append retries after losing a race it can
 // retry (expecting Any or StreamExists).
@@ -406,7 +410,7 @@ func all(stored map[string]struct{}, evs []*event.Event) bool {
 // storedIDs returns the ids of the stream's events after version after.
 func (s *Store) storedIDs(ctx context.Context, stream string, after uint64) (map[string]struct{}, error) {
 	ids := map[string]struct{}{}
-	for r, err := range s.scan(ctx, s.subject(stream), 0) {
+	for r, err := range s.scan(ctx, s.subject(stream), 0, 0) {
 		if err != nil {
 			return nil, err
 		}
@@ -495,18 +499,21 @@ func (s *Store) publishBatch(ctx context.Context, msgs []*nats.Msg) (*jetstream.
 }
 
 // scan yields the events on subject (every stream's when it has a
-// wildcard) from sequence start, up to the stream's last message at the
-// time of the call. Tombstone markers are skipped.
-func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq2[*eventstore.Record, error] {
+// wildcard) from sequence start, up to sequence upTo (0: the stream's last
+// message at the time of the call). Tombstone markers are skipped.
+func (s *Store) scan(ctx context.Context, subject string, start, upTo uint64) iter.Seq2[*eventstore.Record, error] {
 	return func(yield func(*eventstore.Record, error) bool) {
-		ictx, cancel := s.ctx(ctx)
-		info, err := s.st.Info(ictx)
-		cancel()
-		if err != nil {
-			yield(nil, err)
-			return
+		lastSeq := upTo
+		if lastSeq == 0 {
+			ictx, cancel := s.ctx(ctx)
+			info, err := s.st.Info(ictx)
+			cancel()
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			lastSeq = info.State.LastSeq
 		}
-		lastSeq := info.State.LastSeq
 		if lastSeq < max(start, 1) {
 			return
 		}
@@ -540,7 +547,7 @@ func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq
 			// Ask for no more than is pending: a fetch for more waits out
 			// its max wait for messages that do not exist, and keeps its
 			// goroutine that long after an iteration stopped early.
-			batch, err := cons.Fetch(int(min(pending, 500)), jetstream.FetchMaxWait(s.timeout))
+			batch, err := cons.Fetch(int(min(pending, fetchBatch)), jetstream.FetchMaxWait(s.timeout))
 			if err != nil {
 				yield(nil, err)
 				return
@@ -579,7 +586,10 @@ func (s *Store) scan(ctx context.Context, subject string, start uint64) iter.Seq
 func (s *Store) record(subject string, meta *jetstream.MsgMetadata, hdr nats.Header, data []byte) (*eventstore.Record, error) {
 	h := make(map[string]string, len(hdr))
 	for k, v := range hdr {
-		if len(v) > 0 {
+		// The envelope is in the ce- headers and content-type; the
+		// server's own (Nats-Msg-Id, the expected sequence, the batch's)
+		// are not part of it.
+		if len(v) > 0 && !strings.HasPrefix(k, "Nats-") {
 			h[k] = v[0]
 		}
 	}
@@ -600,7 +610,7 @@ func (s *Store) Load(ctx context.Context, stream string, after uint64) iter.Seq2
 			yield(nil, err)
 			return
 		}
-		info, err := s.Info(ctx, stream)
+		info, h, err := s.info(ctx, stream)
 		if err != nil {
 			yield(nil, err)
 			return
@@ -614,7 +624,9 @@ func (s *Store) Load(ctx context.Context, stream string, after uint64) iter.Seq2
 		}
 		from := max(after+1, info.Metadata.FirstVisible(info.Version))
 		now := time.Now()
-		for r, err := range s.scan(ctx, s.subject(stream), 0) {
+		// The stream's last message (an event or its tombstone) bounds
+		// the read: no need to ask the stream for its last sequence.
+		for r, err := range s.scan(ctx, s.subject(stream), 0, h.seq) {
 			if err != nil {
 				yield(nil, fmt.Errorf("eventstore/natsjs: load stream %q: %w", stream, err))
 				return
@@ -636,7 +648,7 @@ func (s *Store) Load(ctx context.Context, stream string, after uint64) iter.Seq2
 // it was called.
 func (s *Store) ReadAll(ctx context.Context, after uint64) iter.Seq2[*eventstore.Record, error] {
 	return func(yield func(*eventstore.Record, error) bool) {
-		for r, err := range s.scan(ctx, s.prefix+".e.>", after+1) {
+		for r, err := range s.scan(ctx, s.prefix+".e.>", after+1, 0) {
 			if err != nil {
 				yield(nil, fmt.Errorf("eventstore/natsjs: read all after %d: %w", after, err))
 				return
@@ -678,19 +690,25 @@ func (s *Store) Last(ctx context.Context, stream string) (*eventstore.Record, er
 
 // Info implements eventstore.Store.
 func (s *Store) Info(ctx context.Context, stream string) (eventstore.StreamInfo, error) {
+	info, _, err := s.info(ctx, stream)
+	return info, err
+}
+
+// info returns the stream's info and what its last message says.
+func (s *Store) info(ctx context.Context, stream string) (eventstore.StreamInfo, head, error) {
 	if err := eventstore.ValidateStream(stream); err != nil {
-		return eventstore.StreamInfo{}, err
+		return eventstore.StreamInfo{}, head{}, err
 	}
 	h, err := s.refreshHead(ctx, stream)
 	if err != nil {
-		return eventstore.StreamInfo{}, fmt.Errorf("eventstore/natsjs: info of stream %q: %w", stream, err)
+		return eventstore.StreamInfo{}, head{}, fmt.Errorf("eventstore/natsjs: info of stream %q: %w", stream, err)
 	}
 	meta, err := s.meta(ctx, stream)
 	if err != nil {
-		return eventstore.StreamInfo{}, err
+		return eventstore.StreamInfo{}, head{}, err
 	}
 	meta.Tombstoned = h.tomb
-	return eventstore.StreamInfo{Stream: stream, Version: h.version, Metadata: meta}, nil
+	return eventstore.StreamInfo{Stream: stream, Version: h.version, Metadata: meta}, h, nil
 }
 
 func (s *Store) meta(ctx context.Context, stream string) (eventstore.Metadata, error) {
