@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	_ "github.com/heraldhq/herald/broker/kafka" // registers kafka://
@@ -140,14 +138,7 @@ func brokerURLs() map[string]func(t *testing.T) string {
 			}
 			return emb.ClientURL()
 		},
-		"kafka": func(t *testing.T) string {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
-			return "kafka://" + strings.Join(c.ListenAddrs(), ",")
-		},
+		"kafka": func(t *testing.T) string { return testenv.Kafka(t) },
 		"rabbitmq": func(t *testing.T) string {
 			testenv.Need(t, "RabbitMQ", testenv.HostPort(testenv.RabbitURL))
 			return testenv.RabbitURL

@@ -35,14 +35,7 @@ import (
 func TestOperationsOnEveryBroker(t *testing.T) {
 	brokers := map[string]func(t *testing.T) string{
 		"jetstream": func(*testing.T) string { return "" },
-		"kafka": func(t *testing.T) string {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
-			return "kafka://" + strings.Join(c.ListenAddrs(), ",")
-		},
+		"kafka":     func(t *testing.T) string { return testenv.Kafka(t) },
 		"rabbitmq": func(t *testing.T) string {
 			testenv.Need(t, "RabbitMQ", testenv.HostPort(testenv.RabbitURL))
 			return testenv.RabbitURL

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,19 +24,7 @@ func TestDevSummaryAndCleanStop(t *testing.T) {
 	t.Parallel()
 	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
 	stateFile := filepath.Join(t.TempDir(), "state.json")
-	cmd := exec.Command(heraldBin, "dev", "--rate", "5", "--summary-every", "1s", "--postgres", testenv.PostgresURL)
-	cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+stateFile)
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	cmd, out := spawn(t, stateFile, "dev", "--rate", "5", "--summary-every", "1s", "--postgres", testenv.PostgresURL)
 	summary := regexp.MustCompile(`orders placed (\d+)  completed (\d+)  compensated (\d+)  in progress (\d+) \| dead letters (\d+) \| max lag \S+ \| (\d+) events/s`)
 	var schema string
 	deadline := time.Now().Add(90 * time.Second)

@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/internal/localstate"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // heraldBin is the binary under test, built once by TestMain.
@@ -383,12 +382,7 @@ func TestServeOnAnExistingNATS(t *testing.T) {
 // round-trip an event through it.
 func TestServeWithKafkaEvents(t *testing.T) {
 	t.Parallel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	url := "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	url := testenv.Kafka(t)
 	p := startServe(t, t.TempDir(), "--broker", url)
 	if p.state.BrokerURL != url {
 		t.Fatalf("state names broker %q, want %q", p.state.BrokerURL, url)

@@ -34,6 +34,27 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// spawn starts herald with args and stateFile as its state file, its
+// output in the returned buffer; a process still running when the test
+// ends is killed.
+func spawn(t *testing.T, stateFile string, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(heraldBin, args...)
+	cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+stateFile)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, out
+}
+
 // startHerald runs herald with args and a state file of its own, and waits
 // until it recorded its addresses.
 func startHerald(t *testing.T, args ...string) (localstate.State, string, *lockedBuffer) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -27,12 +26,7 @@ import (
 // gone when it exits, while a named group stays.
 func TestSubPrivateGroupVanishesOnKafka(t *testing.T) {
 	t.Parallel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	url := "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	url := testenv.Kafka(t)
 	if _, errOut, err := runHerald(t, "", "pub", "--url", url, "--topic", "orders", "--type", "shop.order.placed.v1", `{"total":1}`); err != nil {
 		t.Fatalf("pub: %v\n%s", err, errOut)
 	}
@@ -42,7 +36,7 @@ func TestSubPrivateGroupVanishesOnKafka(t *testing.T) {
 			t.Fatalf("herald %v: %v, printed %q\n%s", all, err, out, errOut)
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaSeeds(url)...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,20 +79,7 @@ func TestSubPrivateGroupExpiresAfterSIGKILL(t *testing.T) {
 		t.Fatalf("pub: %v\n%s", err, errOut)
 	}
 	start := func(args ...string) (*exec.Cmd, *lockedBuffer) {
-		cmd := exec.Command(heraldBin, append([]string{"sub", "--url", url, "--topic", "orders", "--from", "first"}, args...)...)
-		cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+filepath.Join(t.TempDir(), "none.json"))
-		out := &lockedBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			}
-		})
-		return cmd, out
+		return spawn(t, filepath.Join(t.TempDir(), "none.json"), append([]string{"sub", "--url", url, "--topic", "orders", "--from", "first"}, args...)...)
 	}
 	killed, kout := start("--expire-after", "10s")
 	_, lout := start("--expire-after", "10s")
@@ -179,19 +160,7 @@ func TestSubPrivateGroupVanishesOnRabbitMQ(t *testing.T) {
 	if _, errOut, err := runHerald(t, "", "pub", "--url", url, "--topic", topic, "--type", "shop.order.placed.v1", `{"total":1}`); err != nil {
 		t.Fatalf("pub: %v\n%s", err, errOut)
 	}
-	cmd := exec.Command(heraldBin, "sub", "--url", url, "--topic", topic, "--from", "first")
-	cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+filepath.Join(t.TempDir(), "none.json"))
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	cmd, out := spawn(t, filepath.Join(t.TempDir(), "none.json"), "sub", "--url", url, "--topic", topic, "--from", "first")
 	poll(t, "herald sub prints the event", func() (bool, string) {
 		return strings.Contains(out.String(), "shop.order.placed.v1"), out.String()
 	})
@@ -266,14 +235,9 @@ func TestSubPrivateGroupVanishesOnRabbitMQ(t *testing.T) {
 // shows in herald lag, and herald topic list lists the topic.
 func TestKafkaRecordsOfOtherClients(t *testing.T) {
 	t.Parallel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	url := "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	url := testenv.Kafka(t)
 	p := startServe(t, t.TempDir(), "--broker", url)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("payments"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaSeeds(url)...), kgo.DefaultProduceTopic("payments"))
 	if err != nil {
 		t.Fatal(err)
 	}
