@@ -60,13 +60,9 @@ func spawn(t *testing.T, stateFile string, args ...string) (*exec.Cmd, *lockedBu
 func startHerald(t *testing.T, args ...string) (localstate.State, string, *lockedBuffer) {
 	t.Helper()
 	stateFile := filepath.Join(t.TempDir(), "state.json")
-	cmd := exec.Command(heraldBin, args...)
-	cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+stateFile)
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := spawn(t, stateFile, args...)
+	// Stopped gracefully first (cleanups run last-registered first); the
+	// kill of spawn is for a process that did not stop.
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
