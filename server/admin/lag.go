@@ -272,8 +272,12 @@ func (s *Service) msgTime(ctx context.Context, stream string, seq uint64, filter
 		return time.Time{}, false, err
 	}
 	if resp.Error != nil {
-		if resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) {
+		switch resp.Error.ErrCode {
+		case int(jetstream.JSErrCodeMessageNotFound):
 			return time.Time{}, false, nil
+		case int(jetstream.JSErrCodeStreamNotFound):
+			// Deleted meanwhile: callers listing every topic skip it.
+			return time.Time{}, false, fmt.Errorf("stream %q message %d: %w", stream, seq, jetstream.ErrStreamNotFound)
 		}
 		return time.Time{}, false, fmt.Errorf("stream %q message %d: %s", stream, seq, resp.Error.Description)
 	}

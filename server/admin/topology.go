@@ -287,7 +287,7 @@ func (s *Service) Topology(ctx context.Context, sample int) (*Topology, error) {
 		topo.Topics = append(topo.Topics, t.topic)
 		msgs, _, err := s.Messages(ctx, t.topic, 0, sample)
 		if err != nil {
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, ErrNotFound) || streamGone(err) {
 				continue // deleted since it was listed
 			}
 			return nil, err
