@@ -106,11 +106,18 @@ func (b *browser) do(t *testing.T, what string, steps ...chromedp.Action[chromed
 
 func (b *browser) text(t *testing.T, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	s, err := b.tryText(sel)
 	if err != nil {
 		t.Fatalf("browser: text of %s: %v", sel, err)
 	}
 	return s
+}
+
+// tryText is text for a region htmx replaces while it refreshes: the node
+// the query found may be swapped out before its text is read, so a caller
+// polling it asks again.
+func (b *browser) tryText(sel string) (string, error) {
+	return chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
 }
 
 // consoleErrors returns and forgets the errors recorded so far.
@@ -298,7 +305,10 @@ func TestBrowser(t *testing.T) {
 	b.do(t, "projection", chromedp.Navigate(base+"/projections/"+proj), chromedp.WaitVisible(chromedp.ID("rebuild-start")))
 	b.do(t, "rebuild", chromedp.Click(chromedp.ID("rebuild-start")), chromedp.WaitVisible(css(`p.flash`)))
 	eventually(t, time.Minute, "the rebuild done in the page", func() (bool, string) {
-		text := b.text(t, "#live")
+		text, err := b.tryText("#live")
+		if err != nil {
+			return false, "reading the refreshing region: " + err.Error()
+		}
 		return strings.Contains(text, "Last rebuild") && strings.Contains(text, "500 events applied"), text
 	})
 	b.screenshot(t, "dashboard-projection")
