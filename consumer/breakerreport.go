@@ -17,6 +17,10 @@ import (
 // BreakerReportInterval while the router runs.
 const BreakerTopic = "herald.breakers"
 
+// BreakerTopicConfig is the breaker topic's retention: an hour of reports
+// (the overview reads the last minute of them).
+var BreakerTopicConfig = broker.TopicConfig{MaxAge: time.Hour}
+
 // BreakerReportType is the event type of a breaker report; its subject is
 // the group.
 const BreakerReportType = "herald.breaker.v1"
@@ -78,10 +82,9 @@ func (r *Router) reportBreaker(ctx context.Context, every time.Duration) {
 		}
 	}
 	if tm, ok := r.pub.(broker.TopicManager); ok {
-		// Keep an hour of reports, as the server does when it creates the
-		// topic; a service that may not create topics leaves it to the
-		// server.
-		if err := tm.EnsureTopic(ctx, BreakerTopic, broker.TopicConfig{MaxAge: time.Hour}); err != nil {
+		// The server creates the topic too; a service that may not create
+		// topics leaves it to the server.
+		if err := tm.EnsureTopic(ctx, BreakerTopic, BreakerTopicConfig); err != nil {
 			r.cfg.log.Debug("consumer: ensure the breaker topic", "topic", BreakerTopic, "error", err)
 		}
 	}

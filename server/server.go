@@ -338,7 +338,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.events == nil {
 		// Routers with a circuit breaker report its state there, for the
 		// dashboard; services may publish to it but not create it.
-		if err := s.broker.EnsureTopic(ctx, consumer.BreakerTopic, breakerTopicConfig); err != nil {
+		if err := s.broker.EnsureTopic(ctx, consumer.BreakerTopic, consumer.BreakerTopicConfig); err != nil {
 			return fmt.Errorf("server: topic %s: %w", consumer.BreakerTopic, err)
 		}
 	}
@@ -546,10 +546,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
-
-// breakerTopicConfig keeps an hour of breaker reports: the overview reads
-// the last minute of them.
-var breakerTopicConfig = broker.TopicConfig{MaxAge: time.Hour}
 
 // externalNATS reports whether the platform runs on a JetStream it did
 // not start.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/consumer"
@@ -52,10 +53,11 @@ func (s *Service) Breakers(ctx context.Context) ([]GroupBreakers, error) {
 		if json.Unmarshal(m.Data, &rep) != nil || rep.Group == "" || rep.Instance == "" {
 			continue
 		}
-		if seen[rep.Instance+"\x00"+rep.Group] {
+		key := rep.Instance + "\x00" + rep.Group
+		if seen[key] {
 			continue // an older report of an instance already counted
 		}
-		seen[rep.Instance+"\x00"+rep.Group] = true
+		seen[key] = true
 		if rep.Stopped || now.Sub(rep.Reported) > breakerLive {
 			continue
 		}
@@ -79,25 +81,9 @@ func (s *Service) Breakers(ctx context.Context) ([]GroupBreakers, error) {
 	}
 	out := make([]GroupBreakers, 0, len(by))
 	for _, g := range by {
-		slices.SortFunc(g.Instances, func(a, b consumer.BreakerReport) int {
-			switch {
-			case a.Instance < b.Instance:
-				return -1
-			case a.Instance > b.Instance:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(g.Instances, func(a, b consumer.BreakerReport) int { return strings.Compare(a.Instance, b.Instance) })
 		out = append(out, *g)
 	}
-	slices.SortFunc(out, func(a, b GroupBreakers) int {
-		switch {
-		case a.Group < b.Group:
-			return -1
-		case a.Group > b.Group:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b GroupBreakers) int { return strings.Compare(a.Group, b.Group) })
 	return out, nil
 }

@@ -82,11 +82,19 @@ func breakerSummary(g *admin.GroupBreakers) template.HTML {
 	n := len(g.Instances)
 	switch {
 	case g.Open > 0:
-		return template.HTML(fmt.Sprintf(`<span class="tag bad">open on %d of %d</span>`, g.Open, n))
+		return tag("bad", fmt.Sprintf("open on %d of %d", g.Open, n))
 	case g.HalfOpen > 0:
-		return template.HTML(fmt.Sprintf(`<span class="tag warn">half-open on %d of %d</span>`, g.HalfOpen, n))
+		return tag("warn", fmt.Sprintf("half-open on %d of %d", g.HalfOpen, n))
 	}
-	return template.HTML(fmt.Sprintf(`<span class="tag ok">closed on %d</span>`, n))
+	return tag("ok", fmt.Sprintf("closed on %d", n))
+}
+
+// tag renders text as a tag of class ("": a plain tag).
+func tag(class, text string) template.HTML {
+	if class != "" {
+		class = " " + class
+	}
+	return template.HTML(`<span class="tag` + class + `">` + template.HTMLEscapeString(text) + `</span>`)
 }
 
 // breakerState renders one instance's breaker state as a tag.
@@ -98,7 +106,7 @@ func breakerState(state string) template.HTML {
 	case "half-open":
 		class = "warn"
 	}
-	return template.HTML(`<span class="tag ` + class + `">` + template.HTMLEscapeString(state) + `</span>`)
+	return tag(class, state)
 }
 
 // localTime renders t as a <time> element in UTC; the page's script
@@ -171,13 +179,13 @@ func sagaState(s saga.State) template.HTML {
 	class := ""
 	switch s {
 	case saga.Completed:
-		class = " ok"
+		class = "ok"
 	case saga.Compensating, saga.Compensated:
-		class = " warn"
+		class = "warn"
 	case saga.Failed:
-		class = " bad"
+		class = "bad"
 	}
-	return template.HTML(`<span class="tag` + class + `">` + template.HTMLEscapeString(string(s)) + `</span>`)
+	return tag(class, string(s))
 }
 
 // projectionState tags a projection state.
@@ -185,13 +193,13 @@ func projectionState(s projection.State) template.HTML {
 	class := ""
 	switch s {
 	case projection.StateRunning:
-		class = " ok"
+		class = "ok"
 	case projection.StateRebuilding, projection.StateStopped:
-		class = " warn"
+		class = "warn"
 	case projection.StateFailed:
-		class = " bad"
+		class = "bad"
 	}
-	return template.HTML(`<span class="tag` + class + `">` + template.HTMLEscapeString(string(s)) + `</span>`)
+	return tag(class, string(s))
 }
 
 // outcome colours a saga command's outcome.
