@@ -35,9 +35,10 @@ const recentSize = 2048
 //     behind the nacked ones, or ahead of them); admission holds everything
 //     that arrives until all of that arrived and hands it out sorted. If
 //     some of it never comes (it was settled after all), holding ends once
-//     nothing arrived for the wait (twice the ack wait); the wait counts from the arrivals, not
-//     from the acquisition, so a slow start (a loaded machine, a slow first
-//     pull) does not end it before anything came.
+//     nothing arrived for the wait (twice the ack wait); the wait counts
+//     from the arrivals, not from the acquisition, so a slow start (a
+//     loaded machine, a slow first pull) does not end it before anything
+//     came.
 type admission struct {
 	mu     sync.Mutex
 	hi     uint64              // highest stream sequence received

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -16,7 +17,7 @@ type storedAttrs map[string]string
 // valid only during the call.
 func (a *storedAttrs) ScanBytes(v []byte) error {
 	if v == nil {
-		return fmt.Errorf("attrs is NULL")
+		return errors.New("attrs is NULL")
 	}
 	if m, ok := flatStrings(v); ok {
 		*a = m
