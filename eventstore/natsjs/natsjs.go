@@ -4,21 +4,27 @@
 // One JetStream stream (default HERALD_EVENTS) holds every event stream:
 // stream "order-42" is the subject "<prefix>.e.order-42" (default prefix
 // "herald.es"), and its metadata the last message on
-// "<prefix>.m.order-42". A message's JetStream sequence is the event's
-// global position; its version travels in the "ce-sequence" header.
+// "<prefix>.m.order-42". An Append is one message: an event in binary-mode
+// CloudEvents headers, or several events packed into one body (see
+// packed.go); only an Append larger than the server's maximum payload is
+// sent as a JetStream atomic batch of one message per event. An event's
+// global position is its message's JetStream sequence shifted left by 10
+// bits plus its index in the message; its version travels in the
+// "ce-sequence" header.
 //
 // Append sends the subject's last sequence as
 // Nats-Expected-Last-Subject-Sequence, so of two concurrent appends to one
-// stream exactly one is stored; several events go in one JetStream atomic
-// batch (all stored or none). Positions are assigned when a message is
-// stored, so ReadAll has no gaps to fear.
+// stream exactly one is stored, all its events or none. Positions are
+// assigned when a message is stored, so ReadAll has no gaps to fear.
 //
-// Limits: an Append carries at most MaxBatch events (the server's atomic
-// batch limit). Event ids are deduplicated by JetStream (Nats-Msg-Id) within
-// the stream's duplicate window (default 2 minutes); beyond it, a retried
-// Append with an Exact or NoStream expectation is still recognised (its
-// events are found in the stream), but one expecting Any stores the events
-// again.
+// Limits: an Append carries at most MaxBatch events. Event ids are
+// deduplicated three ways: an event of the stream's last append is always
+// recognised; JetStream (Nats-Msg-Id) recognises, within the stream's
+// duplicate window (default 2 minutes), an event appended alone and the
+// first event of a multi-event append; and a retried Append with an Exact
+// or NoStream expectation is recognised whenever (its events are found in
+// the stream). Past those, an Append expecting Any or StreamExists stores
+// an event again.
 package natsjs
 
 import (
@@ -28,6 +34,7 @@ import (
 	"fmt"
 	"iter"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +52,8 @@ const (
 	DefaultStream = "HERALD_EVENTS"
 	DefaultPrefix = "herald.es"
 	// MaxBatch is the most events one Append can carry: the JetStream
-	// server's default atomic batch limit.
+	// server's default atomic batch limit, which an Append too large for
+	// one message falls back to.
 	MaxBatch = 1000
 )
 
@@ -97,6 +105,11 @@ type head struct {
 	seq     uint64 // JetStream sequence of the last message, 0 if none
 	version uint64
 	tomb    bool
+	// ids are the ids of the events of the stream's last append, when
+	// idsKnown: reading them costs a packed message's decoding, which only
+	// appends that cannot rely on their expected version need.
+	ids      []string
+	idsKnown bool
 }
 
 // Option configures a Store.
@@ -223,7 +236,17 @@ func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("eventstore/natsjs: last position: %w", err)
 	}
-	return m.Sequence, nil
+	return position(m.Sequence, max(packedCount(m.Header), 1)-1), nil
+}
+
+// packedCount returns how many events a packed message holds, 0 for a
+// message that is not packed.
+func packedCount(h nats.Header) int {
+	n, err := strconv.Atoi(h.Get(hdrEvents))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // Stream returns the name of the JetStream stream.
@@ -258,21 +281,35 @@ func isCode(err error, codes ...jetstream.ErrorCode) bool {
 	return false
 }
 
-// fetchHead reads the stream's last message from the server.
-func (s *Store) fetchHead(ctx context.Context, stream string) (head, error) {
+// fetchHead reads the stream's last message from the server, with the ids
+// of its events when withIDs.
+func (s *Store) fetchHead(ctx context.Context, stream string, withIDs bool) (head, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	m, err := s.st.GetLastMsgForSubject(ctx, s.subject(stream))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return head{}, nil
+		return head{idsKnown: true}, nil
 	}
 	if err != nil {
 		return head{}, err
 	}
-	h := head{seq: m.Sequence}
+	h := head{seq: m.Sequence, idsKnown: true}
 	if m.Header.Get(hdrTombstone) != "" {
 		h.tomb = true
 		h.version, _ = strconv.ParseUint(m.Header.Get(hdrTombstone), 10, 64)
+		return h, nil
+	}
+	if packedCount(m.Header) > 0 {
+		v, err := strconv.ParseUint(m.Header.Get(hdrVersion), 10, 64)
+		if err != nil {
+			return head{}, fmt.Errorf("message %d on %s has no version (%s %q)", m.Sequence, m.Subject, hdrVersion, m.Header.Get(hdrVersion))
+		}
+		h.version, h.idsKnown = v, withIDs
+		if withIDs {
+			if h.ids, err = packedIDs(m.Data); err != nil {
+				return head{}, fmt.Errorf("message %d on %s: %w", m.Sequence, m.Subject, err)
+			}
+		}
 		return h, nil
 	}
 	v, err := strconv.ParseUint(m.Header.Get("ce-sequence"), 10, 64)
@@ -280,21 +317,32 @@ func (s *Store) fetchHead(ctx context.Context, stream string) (head, error) {
 		return head{}, fmt.Errorf("message %d on %s has no version (ce-sequence %q)", m.Sequence, m.Subject, m.Header.Get("ce-sequence"))
 	}
 	h.version = v
+	if id := m.Header.Get("ce-id"); id != "" {
+		h.ids = []string{id}
+	}
 	return h, nil
 }
 
-func (s *Store) cachedHead(ctx context.Context, stream string) (head, error) {
+// cachedHead returns what this Store last saw of the stream's head, with
+// its ids when withIDs, asking the server when it saw nothing.
+func (s *Store) cachedHead(ctx context.Context, stream string, withIDs bool) (head, error) {
 	s.mu.Lock()
 	h, ok := s.heads[stream]
 	s.mu.Unlock()
-	if ok {
+	if ok && (h.idsKnown || !withIDs) {
 		return h, nil
 	}
-	return s.refreshHead(ctx, stream)
+	return s.refreshHeadIDs(ctx, stream, withIDs)
 }
 
+// refreshHead reads the stream's head from the server, without the ids
+// of its last append.
 func (s *Store) refreshHead(ctx context.Context, stream string) (head, error) {
-	h, err := s.fetchHead(ctx, stream)
+	return s.refreshHeadIDs(ctx, stream, false)
+}
+
+func (s *Store) refreshHeadIDs(ctx context.Context, stream string, withIDs bool) (head, error) {
+	h, err := s.fetchHead(ctx, stream, withIDs)
 	if err != nil {
 		return h, err
 	}
@@ -302,9 +350,32 @@ func (s *Store) refreshHead(ctx context.Context, stream string) (head, error) {
 	return h, nil
 }
 
+// currentHead returns the stream's head. When this Store has seen it, it
+// only asks the server whether a message came after it, which is one
+// small request instead of reading the head (a packed message can be
+// large).
+func (s *Store) currentHead(ctx context.Context, stream string) (head, error) {
+	s.mu.Lock()
+	h, ok := s.heads[stream]
+	s.mu.Unlock()
+	if !ok {
+		return s.refreshHead(ctx, stream)
+	}
+	gctx, cancel := s.ctx(ctx)
+	defer cancel()
+	_, err := s.st.GetMsg(gctx, h.seq+1, jetstream.WithGetMsgSubject(s.subject(stream)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return h, nil
+	}
+	if err != nil {
+		return head{}, err
+	}
+	return s.refreshHead(ctx, stream)
+}
+
 func (s *Store) setHead(stream string, h head) {
 	s.mu.Lock()
-	if old, ok := s.heads[stream]; !ok || h.seq >= old.seq {
+	if old, ok := s.heads[stream]; !ok || h.seq > old.seq || h.seq == old.seq && !old.idsKnown {
 		s.heads[stream] = h
 	}
 	s.mu.Unlock()
@@ -327,7 +398,12 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 }
 
 func (s *Store) append(ctx context.Context, stream string, expected eventstore.Expected, evs []*event.Event) (eventstore.AppendResult, error) {
-	h, err := s.cachedHead(ctx, stream)
+	// An append expecting an exact version recognises its own retry by
+	// that version; one expecting Any or StreamExists checks the ids of
+	// the stream's last append.
+	_, exact := expected.Version()
+	withIDs := !exact && len(evs) > 0
+	h, err := s.cachedHead(ctx, stream, withIDs)
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
@@ -339,9 +415,21 @@ func (s *Store) append(ctx context.Context, stream string, expected eventstore.E
 		if h.tomb {
 			return eventstore.AppendResult{}, fmt.Errorf("append to stream %q: %w", stream, eventstore.ErrDeleted)
 		}
+		// Events of the stream's last append are stored: a retry skips them.
+		if kept := unstored(evs, h.ids); len(kept) < len(evs) {
+			evs = kept
+			if len(evs) == 0 {
+				if !fresh {
+					if h, err = s.refreshHead(ctx, stream); err != nil {
+						return eventstore.AppendResult{}, err
+					}
+				}
+				return eventstore.AppendResult{Version: h.version}, nil
+			}
+		}
 		if cerr := expected.Check(stream, h.version); cerr != nil {
 			if !fresh {
-				if h, err = s.refreshHead(ctx, stream); err != nil {
+				if h, err = s.refreshHeadIDs(ctx, stream, withIDs); err != nil {
 					return eventstore.AppendResult{}, err
 				}
 				fresh = true
@@ -369,7 +457,7 @@ func (s *Store) append(ctx context.Context, stream string, expected eventstore.E
 		switch {
 		case isCode(err, codeWrongLastSeq, codeWrongLastSeqConst, codeBatchIncomplete, codeTooManyInflight):
 			// Another append won, or one is in flight on this stream.
-		case isCode(err, codeBatchDuplicate):
+		case isCode(err, codeBatchDuplicate), errors.Is(err, errDuplicate):
 			stored, serr := s.storedIDs(ctx, stream, 0)
 			if serr != nil {
 				return eventstore.AppendResult{}, serr
@@ -391,11 +479,32 @@ func (s *Store) append(ctx context.Context, stream string, expected eventstore.E
 		default:
 			return eventstore.AppendResult{}, err
 		}
-		if h, err = s.refreshHead(ctx, stream); err != nil {
+		if h, err = s.refreshHeadIDs(ctx, stream, withIDs); err != nil {
 			return eventstore.AppendResult{}, err
 		}
 		fresh = true
 	}
+}
+
+// unstored returns evs without the events whose id is in ids: evs itself
+// when none is.
+func unstored(evs []*event.Event, ids []string) []*event.Event {
+	var kept []*event.Event
+	for i, e := range evs {
+		if slices.Contains(ids, e.ID) {
+			if kept == nil {
+				kept = append(make([]*event.Event, 0, len(evs)), evs[:i]...)
+			}
+			continue
+		}
+		if kept != nil {
+			kept = append(kept, e)
+		}
+	}
+	if kept == nil {
+		return evs
+	}
+	return kept
 }
 
 func all(stored map[string]struct{}, evs []*event.Event) bool {
@@ -410,7 +519,7 @@ func all(stored map[string]struct{}, evs []*event.Event) bool {
 // storedIDs returns the ids of the stream's events after version after.
 func (s *Store) storedIDs(ctx context.Context, stream string, after uint64) (map[string]struct{}, error) {
 	ids := map[string]struct{}{}
-	for r, err := range s.scan(ctx, s.subject(stream), 0, 0) {
+	for r, err := range s.scan(ctx, s.subject(stream), 0, 0, after+1) {
 		if err != nil {
 			return nil, err
 		}
@@ -433,37 +542,68 @@ func (s *Store) msg(subject string, e *event.Event) *nats.Msg {
 	return m
 }
 
-// publish writes evs after head h, atomically.
+// errDuplicate says JetStream took a packed message's first event for
+// one it stored before: which of the others are stored is to be found out.
+var errDuplicate = errors.New("the first event is stored already")
+
+// publish writes evs after head h, atomically: one message, packed when
+// there are several events, or an atomic batch when the packed message
+// would exceed the server's maximum payload.
 func (s *Store) publish(ctx context.Context, stream string, h head, evs []*event.Event) (eventstore.AppendResult, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	subj := s.subject(stream)
 	v := h.version
-	msgs := make([]*nats.Msg, len(evs))
+	ids := make([]string, len(evs))
 	for i, e := range evs {
 		v++
 		e.Sequence = v
-		msgs[i] = s.msg(subj, e)
+		ids[i] = e.ID
 	}
-	msgs[0].Header[hdrExpSeq] = []string{strconv.FormatUint(h.seq, 10)}
-	var ack *jetstream.PubAck
-	var err error
-	if len(msgs) == 1 {
-		ack, err = s.js.PublishMsg(ctx, msgs[0])
-		if err == nil && ack.Duplicate {
-			// The id was stored moments ago by an earlier attempt.
-			nh, herr := s.refreshHead(ctx, stream)
-			return eventstore.AppendResult{Version: nh.version}, herr
+	expSeq := strconv.FormatUint(h.seq, 10)
+	var m *nats.Msg
+	if len(evs) == 1 {
+		m = s.msg(subj, evs[0])
+	} else if body := pack(evs); int64(len(body)) <= s.nc.MaxPayload()-headroom {
+		m = nats.NewMsg(subj)
+		m.Header[hdrEvents] = []string{strconv.Itoa(len(evs))}
+		m.Header[hdrVersion] = []string{strconv.FormatUint(v, 10)}
+		m.Header[hdrMsgID] = []string{subj + "/" + evs[0].ID}
+		m.Data = body
+	}
+	if m == nil {
+		msgs := make([]*nats.Msg, len(evs))
+		for i, e := range evs {
+			msgs[i] = s.msg(subj, e)
 		}
-	} else {
-		ack, err = s.publishBatch(ctx, msgs)
+		msgs[0].Header[hdrExpSeq] = []string{expSeq}
+		ack, err := s.publishBatch(ctx, msgs)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		s.setHead(stream, head{seq: ack.Sequence, version: v, ids: ids})
+		return eventstore.AppendResult{Version: v, Position: position(ack.Sequence, 0), Written: len(evs)}, nil
 	}
+	m.Header[hdrExpSeq] = []string{expSeq}
+	ack, err := s.js.PublishMsg(ctx, m)
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	s.setHead(stream, head{seq: ack.Sequence, version: v})
-	return eventstore.AppendResult{Version: v, Position: ack.Sequence, Written: len(evs)}, nil
+	if ack.Duplicate {
+		if len(evs) > 1 {
+			return eventstore.AppendResult{}, errDuplicate
+		}
+		// The id was stored moments ago by an earlier attempt.
+		nh, herr := s.refreshHead(ctx, stream)
+		return eventstore.AppendResult{Version: nh.version}, herr
+	}
+	s.setHead(stream, head{seq: ack.Sequence, version: v, ids: ids})
+	return eventstore.AppendResult{Version: v, Position: position(ack.Sequence, len(evs)-1), Written: len(evs)}, nil
 }
+
+// headroom is what a packed message leaves of the server's maximum
+// payload for its headers.
+const headroom = 4 << 10
 
 // publishBatch sends msgs as one JetStream atomic batch: every message but
 // the last without waiting, the last with the commit header, whose
@@ -500,8 +640,10 @@ func (s *Store) publishBatch(ctx context.Context, msgs []*nats.Msg) (*jetstream.
 
 // scan yields the events on subject (every stream's when it has a
 // wildcard) from sequence start, up to sequence upTo (0: the stream's last
-// message at the time of the call). Tombstone markers are skipped.
-func (s *Store) scan(ctx context.Context, subject string, start, upTo uint64) iter.Seq2[*eventstore.Record, error] {
+// message at the time of the call). Tombstone markers are skipped, and so
+// are, without being decoded, messages whose events all have a version
+// below from.
+func (s *Store) scan(ctx context.Context, subject string, start, upTo, from uint64) iter.Seq2[*eventstore.Record, error] {
 	return func(yield func(*eventstore.Record, error) bool) {
 		lastSeq := upTo
 		if lastSeq == 0 {
@@ -560,10 +702,16 @@ func (s *Store) scan(ctx context.Context, subject string, start, upTo uint64) it
 					yield(nil, err)
 					return
 				}
-				if m.Headers().Get(hdrTombstone) == "" {
-					r, err := s.record(m.Subject(), meta, m.Headers(), m.Data())
-					if !yield(r, err) || err != nil {
+				if hdr := m.Headers(); hdr.Get(hdrTombstone) == "" && !below(hdr, from) {
+					recs, err := s.records(m.Subject(), meta.Sequence.Stream, meta.Timestamp, hdr, m.Data())
+					if err != nil {
+						yield(nil, err)
 						return
+					}
+					for _, r := range recs {
+						if !yield(r, nil) {
+							return
+						}
 					}
 				}
 				if meta.Sequence.Stream >= lastSeq || meta.NumPending == 0 {
@@ -583,7 +731,44 @@ func (s *Store) scan(ctx context.Context, subject string, start, upTo uint64) it
 	}
 }
 
-func (s *Store) record(subject string, meta *jetstream.MsgMetadata, hdr nats.Header, data []byte) (*eventstore.Record, error) {
+// below reports whether every event of the message with headers hdr has a
+// version below from.
+func below(hdr nats.Header, from uint64) bool {
+	if from <= 1 {
+		return false
+	}
+	k := "ce-sequence"
+	if packedCount(hdr) > 0 {
+		k = hdrVersion
+	}
+	v, err := strconv.ParseUint(hdr.Get(k), 10, 64)
+	return err == nil && v < from
+}
+
+// records decodes the events of the message at sequence seq.
+func (s *Store) records(subject string, seq uint64, recorded time.Time, hdr nats.Header, data []byte) ([]*eventstore.Record, error) {
+	stream := subject[len(s.prefix)+3:]
+	n := packedCount(hdr)
+	if n == 0 {
+		r, err := s.record(stream, seq, recorded, hdr, data)
+		if err != nil {
+			return nil, err
+		}
+		return []*eventstore.Record{r}, nil
+	}
+	evs, err := unpack(data, n)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/natsjs: stream %q position %d: stored events do not decode: %w", stream, position(seq, 0), err)
+	}
+	recs := make([]*eventstore.Record, len(evs))
+	for i, e := range evs {
+		recs[i] = &eventstore.Record{Stream: stream, Version: e.Sequence, Position: position(seq, i), Recorded: recorded, Event: e}
+	}
+	return recs, nil
+}
+
+// record decodes a message holding one event in its headers.
+func (s *Store) record(stream string, seq uint64, recorded time.Time, hdr nats.Header, data []byte) (*eventstore.Record, error) {
 	h := make(map[string]string, len(hdr))
 	for k, v := range hdr {
 		// The envelope is in the ce- headers and content-type; the
@@ -593,12 +778,11 @@ func (s *Store) record(subject string, meta *jetstream.MsgMetadata, hdr nats.Hea
 			h[k] = v[0]
 		}
 	}
-	stream := subject[len(s.prefix)+3:]
 	e, err := event.NATS.Decode(h, data)
 	if err != nil {
-		return nil, fmt.Errorf("eventstore/natsjs: stream %q position %d: stored event does not decode: %w", stream, meta.Sequence.Stream, err)
+		return nil, fmt.Errorf("eventstore/natsjs: stream %q position %d: stored event does not decode: %w", stream, position(seq, 0), err)
 	}
-	return &eventstore.Record{Stream: stream, Version: e.Sequence, Position: meta.Sequence.Stream, Recorded: meta.Timestamp, Event: e}, nil
+	return &eventstore.Record{Stream: stream, Version: e.Sequence, Position: position(seq, 0), Recorded: recorded, Event: e}, nil
 }
 
 // Load implements eventstore.Store. It reads the stream's subject from its
@@ -626,7 +810,7 @@ func (s *Store) Load(ctx context.Context, stream string, after uint64) iter.Seq2
 		now := time.Now()
 		// The stream's last message (an event or its tombstone) bounds
 		// the read: no need to ask the stream for its last sequence.
-		for r, err := range s.scan(ctx, s.subject(stream), 0, h.seq) {
+		for r, err := range s.scan(ctx, s.subject(stream), 0, h.seq, from) {
 			if err != nil {
 				yield(nil, fmt.Errorf("eventstore/natsjs: load stream %q: %w", stream, err))
 				return
@@ -648,10 +832,14 @@ func (s *Store) Load(ctx context.Context, stream string, after uint64) iter.Seq2
 // it was called.
 func (s *Store) ReadAll(ctx context.Context, after uint64) iter.Seq2[*eventstore.Record, error] {
 	return func(yield func(*eventstore.Record, error) bool) {
-		for r, err := range s.scan(ctx, s.prefix+".e.>", after+1, 0) {
+		// The message holding position after may hold later events too.
+		for r, err := range s.scan(ctx, s.prefix+".e.>", max(seqOf(after), 1), 0, 0) {
 			if err != nil {
 				yield(nil, fmt.Errorf("eventstore/natsjs: read all after %d: %w", after, err))
 				return
+			}
+			if r.Position <= after {
+				continue
 			}
 			if !yield(r, nil) {
 				return
@@ -678,10 +866,11 @@ func (s *Store) Last(ctx context.Context, stream string) (*eventstore.Record, er
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/natsjs: last event of stream %q: %w", stream, err)
 	}
-	r, err := s.record(m.Subject, &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.Sequence}, Timestamp: m.Time}, m.Header, m.Data)
+	recs, err := s.records(m.Subject, m.Sequence, m.Time, m.Header, m.Data)
 	if err != nil {
 		return nil, err
 	}
+	r := recs[len(recs)-1]
 	if !info.Metadata.Visible(r.Version, r.Recorded, info.Version, time.Now()) {
 		return nil, fmt.Errorf("last event of stream %q: %w", stream, eventstore.ErrNotFound)
 	}
@@ -699,7 +888,7 @@ func (s *Store) info(ctx context.Context, stream string) (eventstore.StreamInfo,
 	if err := eventstore.ValidateStream(stream); err != nil {
 		return eventstore.StreamInfo{}, head{}, err
 	}
-	h, err := s.refreshHead(ctx, stream)
+	h, err := s.currentHead(ctx, stream)
 	if err != nil {
 		return eventstore.StreamInfo{}, head{}, fmt.Errorf("eventstore/natsjs: info of stream %q: %w", stream, err)
 	}

@@ -8,7 +8,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/eventstore"
 	esnats "github.com/heraldhq/herald/eventstore/natsjs"
 	"github.com/heraldhq/herald/eventstore/storetest"
@@ -232,4 +236,123 @@ func TestReadsSpanBatches(t *testing.T) {
 	if n["long-a"] != 2500 || n["long-b"] != 2500 || len(n) != 2 {
 		t.Fatalf("read all: %v, want 2500 events of each stream", n)
 	}
+}
+
+// TestAppendLargerThanAMessage appends events that do not fit one
+// message together: they go as an atomic batch, one message each, and
+// read back like a packed append.
+func TestAppendLargerThanAMessage(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	mustAppend(t, s, "large-1", eventstore.NoStream, storetest.Events("t.v1", 3)...)
+	evs := storetest.Events("t.v1", 300)
+	for _, e := range evs {
+		e.Data = []byte(`"` + strings.Repeat("x", 4096) + `"`)
+	}
+	res := mustAppend(t, s, "large-1", eventstore.Exact(3), evs...)
+	if res.Version != 303 || res.Written != 300 {
+		t.Fatalf("append of 300 events of 4 KiB = %+v, want version 303", res)
+	}
+	if _, err := s.Append(ctx, "large-1", eventstore.Exact(3), storetest.Events("t.v1", 2)...); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("append at a stale version after the batch: %v, want ErrConflict", err)
+	}
+	res = mustAppend(t, s, "large-1", eventstore.Exact(303), storetest.Events("t.v1", 2)...)
+	recs, err := eventstore.Collect(s.Load(ctx, "large-1", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 305 {
+		t.Fatalf("%d events loaded, want 305", len(recs))
+	}
+	for i, r := range recs {
+		if r.Version != uint64(i+1) || i > 0 && r.Position <= recs[i-1].Position {
+			t.Fatalf("event %d: version %d position %d after position %d", i, r.Version, r.Position, recs[max(i-1, 0)].Position)
+		}
+		if i >= 3 && i < 303 && (r.Event.ID != evs[i-3].ID || len(r.Event.Data) != 4098) {
+			t.Fatalf("event %d: id %s with %d bytes, want %s with 4098", i, r.Event.ID, len(r.Event.Data), evs[i-3].ID)
+		}
+	}
+	if res.Position != recs[304].Position {
+		t.Errorf("append result position %d, last event at %d", res.Position, recs[304].Position)
+	}
+}
+
+// TestPackedRetryFindsStoredEvents retries an Any append whose first event
+// was stored, together with a new one, after another append: JetStream
+// recognises the first event's id and the store writes only the new one.
+func TestPackedRetryFindsStoredEvents(t *testing.T) {
+	s := newStore(t)
+	first := storetest.Events("t.v1", 3)
+	mustAppend(t, s, "retry-1", eventstore.Any, first...)
+	mustAppend(t, s, "retry-1", eventstore.Any, storetest.Events("t.v1", 1)...)
+	extra := storetest.Events("t.v1", 1)[0]
+	res := mustAppend(t, s, "retry-1", eventstore.Any, first[0], extra)
+	if res.Written != 1 || res.Version != 5 {
+		t.Fatalf("retry = %+v, want 1 written at version 5", res)
+	}
+	recs, err := eventstore.Collect(s.Load(t.Context(), "retry-1", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 5 || recs[4].Event.ID != extra.ID {
+		t.Fatalf("%d events, the last %s; want 5, the last %s", len(recs), recs[len(recs)-1].Event.ID, extra.ID)
+	}
+}
+
+// TestReadAllFromInsideAnAppend resumes ReadAll from the position of an
+// event in the middle of a multi-event append.
+func TestReadAllFromInsideAnAppend(t *testing.T) {
+	s := newStore(t)
+	mustAppend(t, s, "mid-1", eventstore.NoStream, storetest.Events("t.v1", 5)...)
+	mustAppend(t, s, "mid-2", eventstore.NoStream, storetest.Events("t.v1", 1)...)
+	all, err := eventstore.Collect(s.ReadAll(t.Context(), 0))
+	if err != nil || len(all) != 6 {
+		t.Fatalf("read all: %d events, %v; want 6", len(all), err)
+	}
+	rest, err := eventstore.Collect(s.ReadAll(t.Context(), all[1].Position))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 4 || rest[0].Position != all[2].Position || rest[3].Stream != "mid-2" {
+		t.Fatalf("read all after %d: %d events from %d, want the 4 from %d", all[1].Position, len(rest), rest[0].Position, all[2].Position)
+	}
+	last, err := s.LastPosition(t.Context())
+	if err != nil || last != all[5].Position {
+		t.Fatalf("last position %d, %v; want %d", last, err, all[5].Position)
+	}
+}
+
+// TestMalformedPackedMessage reads a stream whose message claims to hold
+// packed events and does not: a clear error, no panic.
+func TestMalformedPackedMessage(t *testing.T) {
+	s := newStore(t)
+	nc, err := emb.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(s.Prefix() + ".e.bad-1")
+	m.Header.Set("Herald-Events", "2")
+	m.Header.Set("Herald-Version", "2")
+	m.Data = []byte{1, 5, 0xff}
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	_, err = eventstore.Collect(s.Load(t.Context(), "bad-1", 0))
+	if err == nil || !strings.Contains(err.Error(), "do not decode") {
+		t.Fatalf("load of a malformed message: %v, want an error saying the events do not decode", err)
+	}
+}
+
+func mustAppend(t *testing.T, s eventstore.Store, stream string, exp eventstore.Expected, evs ...*event.Event) eventstore.AppendResult {
+	t.Helper()
+	res, err := s.Append(t.Context(), stream, exp, evs...)
+	if err != nil {
+		t.Fatalf("append to %s: %v", stream, err)
+	}
+	return res
 }

@@ -30,12 +30,19 @@ func BenchAppend(b *testing.B, s eventstore.Store, batch int) {
 	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "events/s")
 }
 
-// BenchLoad measures loading a stream of n events.
-func BenchLoad(b *testing.B, s eventstore.Store, n int) {
+// BenchLoad measures loading a stream of n events, written in appends of
+// 100 events.
+func BenchLoad(b *testing.B, s eventstore.Store, n int) { benchLoad(b, s, n, 100) }
+
+// BenchLoadSingle measures loading a stream of n events, written one
+// event per append.
+func BenchLoadSingle(b *testing.B, s eventstore.Store, n int) { benchLoad(b, s, n, 1) }
+
+func benchLoad(b *testing.B, s eventstore.Store, n, per int) {
 	b.Helper()
 	stream := fmt.Sprintf("bench-load-%d", time.Now().UnixNano())
-	for i := 0; i < n; i += 100 {
-		if _, err := s.Append(b.Context(), stream, eventstore.Any, Events("bench.v1", min(100, n-i))...); err != nil {
+	for i := 0; i < n; i += per {
+		if _, err := s.Append(b.Context(), stream, eventstore.Any, Events("bench.v1", min(per, n-i))...); err != nil {
 			b.Fatal(err)
 		}
 	}
