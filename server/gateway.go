@@ -43,8 +43,11 @@ func (s *Server) startGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: gateway: %w", err)
 	}
-	store, err := gateway.NewStore(ctx, s.broker.JetStream())
-	if err != nil {
+	var store *gateway.Store
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		store, err = gateway.NewStore(ctx, s.broker.JetStream(), s.broker.Replicas())
+		return err
+	}); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	metrics := s.telem

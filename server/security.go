@@ -206,12 +206,18 @@ func (s *Server) startAuth(ctx context.Context) error {
 		ttl        time.Duration
 	}{{"herald_members", "Herald group members (heartbeats)", 3 * time.Second},
 		{"herald_handover", "Herald partitions released with everything settled", 24 * time.Hour}} {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.name, Description: b.desc, TTL: b.ttl, History: 1, Storage: jetstream.MemoryStorage}); err != nil {
+		if err := natsjs.Retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.name, Description: b.desc, TTL: b.ttl, History: 1, Storage: jetstream.MemoryStorage, Replicas: s.broker.Replicas()})
+			return err
+		}); err != nil {
 			return fmt.Errorf("server: bucket %s: %w", b.name, err)
 		}
 	}
-	if s.auth, err = auth.NewManager(ctx, s.authority, js, s.sysConn,
-		auth.WithManagerLogger(s.log), auth.WithTopicCreator(s.createTopic)); err != nil {
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		s.auth, err = auth.NewManager(ctx, s.authority, js, s.sysConn,
+			auth.WithManagerLogger(s.log), auth.WithTopicCreator(s.createTopic), auth.WithManagerReplicas(s.broker.Replicas()))
+		return err
+	}); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	path := s.AdminCredsPath()

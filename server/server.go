@@ -72,6 +72,13 @@ type Config struct {
 	GatewayAddr string
 	// Durability of confirmed messages: natsjs.Fast (default) or Sync.
 	Durability natsjs.Durability
+	// Cluster, when set, makes the embedded JetStream server one node of
+	// a cluster (`herald serve --cluster`): topics and Herald's buckets
+	// keep 3 copies and Start waits until a quorum of nodes runs.
+	Cluster *natsjs.ClusterConfig
+	// NodeName names this node in a cluster (the server's name). Default
+	// "herald".
+	NodeName string
 	// BrokerURL selects where events live, by scheme. nats:// or tls://
 	// (comma-separated URLs) runs the whole platform on an existing
 	// JetStream server or cluster instead of the embedded one; NATSAddr
@@ -232,6 +239,14 @@ func New(cfg Config) (*Server, error) {
 	if _, err := natsjs.ParseDurability(string(cfg.Durability)); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	if cfg.Cluster != nil && cfg.BrokerURL != "" {
+		return nil, errors.New("server: --cluster runs the embedded JetStream as a cluster node; it cannot be combined with --broker")
+	}
+	if cfg.Cluster != nil && (cfg.Auth || cfg.OIDC != nil) {
+		// Each node would make identities of its own: a service's
+		// credentials would work on one node only.
+		return nil, errors.New("server: --cluster does not go with --auth or --oidc-* yet: every node would issue identities of its own")
+	}
 	if cfg.BrokerURL != "" {
 		scheme, _, _ := strings.Cut(cfg.BrokerURL, "://")
 		switch scheme {
@@ -319,6 +334,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			Addr:       s.cfg.NATSAddr,
 			Durability: s.cfg.Durability,
 			Logger:     s.log,
+			Cluster:    s.cfg.Cluster,
+			ServerName: s.cfg.NodeName,
 		}
 		if err := s.prepareSecurity(&ec); err != nil {
 			return err
@@ -345,11 +362,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startAuth(ctx); err != nil {
 		return err
 	}
-	store, err := schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket)
-	if err != nil {
+	// Every node of a cluster opens the same buckets at start, while the
+	// cluster may still be electing leaders: natsjs.Retry asks again.
+	var store *schema.KVStore
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		store, err = schema.NewKVStore(ctx, s.broker.JetStream(), schema.DefaultBucket, schema.WithKVReplicas(s.broker.Replicas()))
+		return err
+	}); err != nil {
 		return fmt.Errorf("server: schema store: %w", err)
 	}
-	if s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log)); err != nil {
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		s.registry, err = schema.New(ctx, store, schema.WithLogger(s.log))
+		return err
+	}); err != nil {
 		return fmt.Errorf("server: schema registry: %w", err)
 	}
 	adminOpts := []admin.Option{admin.WithLogger(s.log)}

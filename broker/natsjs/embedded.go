@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,7 +68,32 @@ type EmbeddedConfig struct {
 	// connection (Connect): the credentials to connect with when the
 	// server authenticates its clients.
 	ClientOptions []nats.Option
+	// Cluster, when set, makes this server one node of a JetStream
+	// cluster: RunEmbedded returns once the cluster has elected its meta
+	// leader (a quorum of the nodes runs), and topics and buckets are
+	// replicated (Replicas).
+	Cluster *ClusterConfig
 }
+
+// ClusterConfig makes an embedded server a node of a JetStream cluster.
+type ClusterConfig struct {
+	// Name of the cluster; every node uses the same. Default "herald".
+	Name string
+	// Addr is the host:port this node listens on for the other nodes
+	// (NATS routes). Required.
+	Addr string
+	// Peers are the route addresses (host:port) of the other nodes.
+	// At least two: a cluster of three tolerates the loss of one node.
+	Peers []string
+}
+
+// Nodes is the number of nodes in the cluster: this one and its peers.
+func (c *ClusterConfig) Nodes() int { return len(c.Peers) + 1 }
+
+// Replicas is how many copies a topic or bucket keeps in a cluster of n
+// nodes: 3 (JetStream's usual choice: one node may fail) or n when
+// there are fewer, 1 outside a cluster.
+func Replicas(n int) int { return max(1, min(3, n)) }
 
 // Embedded is a running in-process NATS server with JetStream.
 type Embedded struct {
@@ -96,6 +124,10 @@ func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
+		if cfg.Cluster != nil {
+			// The first node of a cluster waits for the others to start.
+			cfg.ReadyTimeout = 5 * time.Minute
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -131,6 +163,11 @@ func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	if cfg.Cluster != nil {
+		if err := configureCluster(opts, cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Configure != nil {
 		if err := cfg.Configure(opts); err != nil {
 			return nil, fmt.Errorf("natsjs: configure embedded server: %w", err)
@@ -165,6 +202,101 @@ func (e *Embedded) waitReady(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	if e.cfg.Cluster != nil {
+		return e.waitCluster(ctx, deadline)
+	}
+	return nil
+}
+
+// waitCluster waits until the cluster has a meta leader, so streams can
+// be created, logging every 5s what it waits for.
+func (e *Embedded) waitCluster(ctx context.Context, deadline time.Time) error {
+	started, logged := time.Now(), time.Now()
+	for {
+		leader, peers := e.clusterState()
+		if leader != "" {
+			e.cfg.Logger.Info("cluster formed", "server", e.cfg.ServerName, "meta_leader", leader, "nodes_online", peers, "nodes", e.cfg.Cluster.Nodes())
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsjs: cluster %q has no leader after %v: %d of %d nodes reachable from %s (are the other nodes running, and is each one's --cluster list the same?)",
+				e.cfg.Cluster.Name, e.cfg.ReadyTimeout, e.routedNodes(), e.cfg.Cluster.Nodes(), e.cfg.ServerName)
+		}
+		if time.Since(logged) >= 5*time.Second {
+			logged = time.Now()
+			e.cfg.Logger.Info("waiting for the cluster's other nodes", "server", e.cfg.ServerName, "nodes_connected", e.routedNodes(),
+				"nodes", e.cfg.Cluster.Nodes(), "waited", time.Since(started).Round(time.Second).String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// routedNodes counts this node and the nodes it has a route to (a pair
+// of nodes keeps several routes).
+func (e *Embedded) routedNodes() int {
+	rz, err := e.srv.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return 1
+	}
+	names := map[string]bool{}
+	for _, r := range rz.Routes {
+		names[r.RemoteName] = true
+	}
+	return len(names) + 1
+}
+
+// clusterState returns the meta leader's name ("" while there is none) and
+// how many peers it sees online.
+func (e *Embedded) clusterState() (leader string, online int) {
+	info, err := e.srv.Jsz(&server.JSzOptions{})
+	if err != nil || info.Meta == nil {
+		return "", 0
+	}
+	online = 1
+	for _, p := range info.Meta.Replicas {
+		if !p.Offline {
+			online++
+		}
+	}
+	return info.Meta.Leader, online
+}
+
+// Cluster returns the cluster configuration, nil for a single server.
+func (e *Embedded) Cluster() *ClusterConfig { return e.cfg.Cluster }
+
+// Replicas is how many copies topics and buckets keep on this server:
+// 1 on a single server, up to 3 in a cluster.
+func (e *Embedded) Replicas() int {
+	if e.cfg.Cluster == nil {
+		return 1
+	}
+	return Replicas(e.cfg.Cluster.Nodes())
+}
+
+func configureCluster(opts *server.Options, c *ClusterConfig) error {
+	if c.Name == "" {
+		c.Name = "herald"
+	}
+	if len(c.Peers) < 2 {
+		return fmt.Errorf("natsjs: a cluster needs at least 3 nodes (this one and 2 peers), got %d peer(s)", len(c.Peers))
+	}
+	host, port, err := splitAddr(c.Addr)
+	if err != nil || port == 0 {
+		return fmt.Errorf("natsjs: cluster address %q: want host:port with a port other than 0", c.Addr)
+	}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port}
+	var routes []*url.URL
+	for _, p := range c.Peers {
+		if _, pp, err := splitAddr(p); err != nil || pp == 0 {
+			return fmt.Errorf("natsjs: cluster peer %q: want host:port with a port other than 0", p)
+		}
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: p})
+	}
+	opts.Routes = routes
 	return nil
 }
 
@@ -257,19 +389,46 @@ func checkDataDir(dir string) error {
 }
 
 // serverLogger adapts nats-server's logger to slog.
-type serverLogger struct{ log *slog.Logger }
+type serverLogger struct {
+	log      *slog.Logger
+	routeErr atomic.Int64 // unix nanos of the last route error logged as a warning
+}
 
 func (l *serverLogger) Noticef(format string, v ...any) {
 	l.log.Debug(fmt.Sprintf(format, v...), "component", "nats")
 }
 func (l *serverLogger) Warnf(format string, v ...any) {
-	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Failed to install snapshot") && strings.HasSuffix(msg, "store is closed") {
+		// A cluster node says this for every replicated consumer as it
+		// shuts down; it is not a problem.
+		l.log.Debug(msg, "component", "nats")
+		return
+	}
+	l.log.Warn(msg, "component", "nats")
 }
 func (l *serverLogger) Fatalf(format string, v ...any) {
 	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
 }
 func (l *serverLogger) Errorf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Error trying to connect to route") {
+		// Said every second for every route of a peer that is down:
+		// once in routeErrorEvery at warning level is enough.
+		now := time.Now().UnixNano()
+		last := l.routeErr.Load()
+		if now-last < int64(routeErrorEvery) || !l.routeErr.CompareAndSwap(last, now) {
+			l.log.Debug(msg, "component", "nats")
+			return
+		}
+		l.log.Warn(msg+" (repeats are logged at debug level for "+routeErrorEvery.String()+")", "component", "nats")
+		return
+	}
+	l.log.Error(msg, "component", "nats")
 }
+
+// routeErrorEvery spaces the warnings about an unreachable cluster peer.
+const routeErrorEvery = 30 * time.Second
+
 func (l *serverLogger) Debugf(string, ...any) {}
 func (l *serverLogger) Tracef(string, ...any) {}

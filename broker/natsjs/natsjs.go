@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +138,9 @@ type config struct {
 	groupCommit *bool
 	// foreignTypes: event types of foreign messages by topic (foreign.go).
 	foreignTypes map[string]string
+	// replicasSet: WithTopicDefaults chose the replica count; otherwise it
+	// follows the size of the cluster connected to.
+	replicasSet bool
 }
 
 // WithURL connects to a NATS server (or cluster: comma-separated URLs).
@@ -157,7 +161,11 @@ func WithEmbedded(e *Embedded) Option {
 // WithTopicDefaults sets the config of topics created on first use.
 // Zero fields keep DefaultTopicConfig's values.
 func WithTopicDefaults(t broker.TopicConfig) Option {
-	return func(c *config) error { c.defaults = mergeTopicConfig(c.defaults, t); return nil }
+	return func(c *config) error {
+		c.defaults = mergeTopicConfig(c.defaults, t)
+		c.replicasSet = c.replicasSet || t.Replicas > 0
+		return nil
+	}
 }
 
 // WithTopic sets the config of one topic, used when it is created.
@@ -328,8 +336,35 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 	if !b.modern {
 		b.defaults.Partitions = 1
 	}
+	if !c.replicasSet {
+		b.defaults.Replicas = clusterReplicas(b.nc, c.emb)
+	}
 	return b, nil
 }
+
+// clusterReplicas is the replica count of topics and buckets created
+// through nc: 1 on a single server; in a cluster 3, or the number of
+// its servers when there are fewer. An embedded node knows its cluster;
+// a client counts the servers it was given and was told of.
+func clusterReplicas(nc *nats.Conn, emb *Embedded) int {
+	if emb != nil {
+		return emb.Replicas()
+	}
+	if nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	hosts := map[string]bool{}
+	for _, s := range nc.Servers() {
+		if u, err := url.Parse(s); err == nil {
+			hosts[u.Host] = true
+		}
+	}
+	return Replicas(len(hosts))
+}
+
+// Replicas returns the replica count of the topics and key-value buckets
+// this broker creates.
+func (b *Broker) Replicas() int { return max(1, b.defaults.Replicas) }
 
 // Connect dials a NATS URL with Herald's defaults (reconnect forever, a
 // name) and a clear error when nothing answers.
@@ -349,7 +384,12 @@ func WaitJetStream(ctx context.Context, js jetstream.JetStream, timeout time.Dur
 	defer cancel()
 	var last error
 	for {
-		_, err := js.AccountInfo(ctx)
+		// Each try is short: in a cluster that is still forming, a
+		// request (or its reply) can be lost, and one lost request must
+		// not use up the whole wait.
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		acancel()
 		if err == nil {
 			return nil
 		}
@@ -395,7 +435,11 @@ func (b *Broker) EnsureTopic(ctx context.Context, topic string, cfg broker.Topic
 	delete(b.streams, topic)
 	b.mu.Unlock()
 	want := b.streamConfig(topic, mergeTopicConfig(b.defaults, cfg))
-	s, err := b.js.Stream(ctx, want.Name)
+	var s jetstream.Stream
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		s, err = b.js.Stream(ctx, want.Name)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = b.stream(ctx, topic)
 		return err
@@ -411,8 +455,16 @@ func (b *Broker) EnsureTopic(ctx context.Context, topic string, cfg broker.Topic
 		return fmt.Errorf("natsjs: topic %q has %s partitions; changing it to %d would break per-key order (create a new topic)", topic, p, cfg.Partitions)
 	}
 	have.MaxAge, have.MaxBytes, have.MaxMsgs = want.MaxAge, want.MaxBytes, want.MaxMsgs
-	have.Duplicates, have.Replicas = want.Duplicates, want.Replicas
-	if _, err := b.js.UpdateStream(ctx, have); err != nil {
+	have.Duplicates = want.Duplicates
+	if cfg.Replicas > 0 {
+		// Only when asked: a client that saw fewer cluster nodes than
+		// there are must not shrink a topic.
+		have.Replicas = cfg.Replicas
+	}
+	if err := Retry(ctx, func(ctx context.Context) error {
+		_, err := b.js.UpdateStream(ctx, have)
+		return err
+	}); err != nil {
 		return fmt.Errorf("natsjs: update topic %q: %w", topic, err)
 	}
 	return nil
@@ -489,13 +541,20 @@ func (b *Broker) stream(ctx context.Context, topic string) (*streamInfo, error) 
 	if !b.modern && want.Metadata[metaPartitions] != "1" {
 		return nil, fmt.Errorf("natsjs: topic %q: partitioned topics need NATS server 2.10 or later (connected to %s)", topic, b.nc.ConnectedServerVersion())
 	}
-	s, err := b.js.Stream(ctx, want.Name)
+	var s jetstream.Stream
 	created := false
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		s, err = b.js.Stream(ctx, want.Name)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		created = true
 		s, err = createStream(ctx, b.js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			s, err = b.js.Stream(ctx, want.Name)
+			err = Retry(ctx, func(ctx context.Context) (err error) {
+				s, err = b.js.Stream(ctx, want.Name)
+				return err
+			})
 		}
 		if err == nil {
 			err = waitLeader(ctx, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
@@ -842,7 +901,7 @@ func (b *Broker) closeConn() {
 // otherwise fail with "no responders" or lose the first pull request.
 // placementWait bounds how long creating a replicated stream waits for
 // enough cluster peers to come online.
-const placementWait = 10 * time.Second
+const placementWait = 20 * time.Second
 
 // errCodeNoPeers is JetStream's "no suitable peers for placement".
 const errCodeNoPeers jetstream.ErrorCode = 10005
@@ -859,18 +918,27 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	}
 	var placement error // the last "no suitable peers"
 	for {
-		s, err := js.CreateStream(wctx, cfg)
+		tctx, tcancel := context.WithTimeout(wctx, apiTry)
+		s, err := js.CreateStream(tctx, cfg)
+		timedOut := tctx.Err() != nil
+		tcancel()
 		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
+		if err != nil && wctx.Err() == nil && retryable(err, timedOut) {
+			// unanswered while the cluster elects leaders: ask again
+		} else if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
 			if err != nil && placement != nil && wctx.Err() != nil && ctx.Err() == nil {
 				return nil, noPeers(placement) // the wait ran out during a try
 			}
 			return s, err
+		} else {
+			placement = err
 		}
-		placement = err
 		select {
 		case <-wctx.Done():
-			return nil, noPeers(err)
+			if placement == nil {
+				return nil, err
+			}
+			return nil, noPeers(placement)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -880,7 +948,11 @@ func waitLeader(ctx context.Context, info func(context.Context) (*jetstream.Clus
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		ci, err := info(ctx)
+		// A stream without a leader yet may leave an info request
+		// unanswered: short tries.
+		tctx, tcancel := context.WithTimeout(ctx, 2*time.Second)
+		ci, err := info(tctx)
+		tcancel()
 		if err == nil && (ci == nil || ci.Leader != "") {
 			return nil
 		}

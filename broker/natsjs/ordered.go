@@ -209,12 +209,17 @@ func (b *Broker) subscribeOrdered(ctx context.Context, si *streamInfo, o broker.
 // memoryBucket creates (or updates) a KV bucket in memory that keeps one
 // value per key for ttl.
 func (b *Broker) memoryBucket(ctx context.Context, name, description string, ttl time.Duration) (jetstream.KeyValue, error) {
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: description,
-		TTL:         ttl,
-		History:     1,
-		Storage:     jetstream.MemoryStorage,
+	var kv jetstream.KeyValue
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: description,
+			TTL:         ttl,
+			History:     1,
+			Storage:     jetstream.MemoryStorage,
+			Replicas:    b.Replicas(),
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: KV bucket %s: %w", name, err)

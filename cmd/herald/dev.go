@@ -8,15 +8,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/examples/shop"
@@ -29,6 +32,7 @@ func newDevCmd(a *app) *cobra.Command {
 	f := &serveFlags{}
 	keep := false
 	withTLS := false
+	clustered := false
 	rate := 2.0
 	pg := os.Getenv("HERALD_POSTGRES")
 	if pg == "" {
@@ -92,7 +96,16 @@ given. Without a reachable PostgreSQL, dev runs the platform alone.`,
 				cfg.TLS = &auth.TLSFiles{CertFile: dev.CertFile, KeyFile: dev.KeyFile}
 				caFile = dev.CAFile
 			}
-			srv, err := startServer(cmd.Context(), cfg, caFile)
+			var srv *server.Server
+			var others []*server.Server
+			if clustered {
+				if withTLS {
+					return errors.New("--cluster does not go with --tls yet")
+				}
+				srv, others, err = startDevCluster(cmd.Context(), cfg)
+			} else {
+				srv, err = startServer(cmd.Context(), cfg, caFile)
+			}
 			if err != nil {
 				return err
 			}
@@ -106,12 +119,30 @@ given. Without a reachable PostgreSQL, dev runs the platform alone.`,
 				shopLog, _ = f.logger(cmd.ErrOrStderr())
 				f.logLevel = level
 			}
+			// The nodes of a cluster stop together: one by one, the last
+			// ones would lose their quorum and complain.
+			stopOthers := func() func() {
+				var wg sync.WaitGroup
+				for _, o := range others {
+					wg.Go(func() { _ = waitAndStopNow(o) })
+				}
+				return wg.Wait
+			}
 			d, err := startShop(cmd.Context(), srv, shopLog, caFile, pg, ordersAddr, rate, keep)
 			if err != nil {
+				wait := stopOthers()
 				_ = waitAndStopNow(srv)
+				wait()
 				return err
 			}
 			printDevBanner(out, srv, cfg.DataDir, keep, caFile, d, rate)
+			if clustered {
+				urls := []string{srv.NATSURL()}
+				for _, o := range others {
+					urls = append(urls, o.NATSURL())
+				}
+				fmt.Fprintf(out, "Cluster of 3 nodes (topics and buckets replicated 3 times); clients may use --url %s\n\n", strings.Join(urls, ","))
+			}
 			if every <= 0 {
 				every = 10 * time.Second
 				if isTerminal(out) {
@@ -126,7 +157,10 @@ given. Without a reachable PostgreSQL, dev runs the platform alone.`,
 			<-cmd.Context().Done()
 			<-sumDone
 			derr := d.stop()
-			if err := waitAndStop(cmd.Context(), srv); err != nil {
+			wait := stopOthers()
+			err = waitAndStop(cmd.Context(), srv)
+			wait()
+			if err != nil {
 				return err
 			}
 			return derr
@@ -134,6 +168,7 @@ given. Without a reachable PostgreSQL, dev runs the platform alone.`,
 	}
 	f.register(cmd, serveFlags{natsAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"})
 	fl := cmd.Flags()
+	fl.BoolVar(&clustered, "cluster", false, "run three JetStream nodes in this process, a cluster with every topic and bucket replicated three times (the first node serves the admin API, the registry and the shop)")
 	fl.BoolVar(&keep, "keep", false, "keep the temporary data directory and the shop's PostgreSQL schema on exit")
 	fl.BoolVar(&withTLS, "tls", false, "serve every listener over TLS with a throwaway CA made for this run (the CLI trusts it; other clients: $HERALD_CA)")
 	fl.Float64Var(&rate, "rate", rate, "orders per second the load generator places (0: none)")
@@ -392,4 +427,73 @@ func keptNote(keep bool) string {
 		return " (kept on exit)"
 	}
 	return " (removed on exit; --keep keeps it)"
+}
+
+// startDevCluster runs three cluster nodes in this process: cfg's node
+// (n1, the one the CLI and the shop use) and two more on free ports, each
+// with a data dir of its own under cfg.DataDir.
+func startDevCluster(ctx context.Context, cfg server.Config) (*server.Server, []*server.Server, error) {
+	// Hold the three ports together so they differ, then free them for
+	// the nodes.
+	routes := make([]string, 3)
+	var held []net.Listener
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeAll(held)
+			return nil, nil, fmt.Errorf("--cluster: a free port for node %d: %w", i+1, err)
+		}
+		held = append(held, l)
+		routes[i] = l.Addr().String()
+	}
+	closeAll(held)
+	cfgs := make([]server.Config, 3)
+	for i := range cfgs {
+		c := cfg
+		c.DataDir = filepath.Join(cfg.DataDir, fmt.Sprintf("n%d", i+1))
+		c.NodeName = fmt.Sprintf("n%d", i+1)
+		c.Cluster = &natsjs.ClusterConfig{Name: "herald-dev", Addr: routes[i]}
+		for j, r := range routes {
+			if j != i {
+				c.Cluster.Peers = append(c.Cluster.Peers, r)
+			}
+		}
+		if i > 0 {
+			c.NATSAddr, c.HTTPAddr, c.RegistryAddr, c.GatewayAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", ""
+			c.Logger = cfg.Logger.With("node", c.NodeName)
+		}
+		cfgs[i] = c
+	}
+	servers := make([]*server.Server, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		wg.Go(func() {
+			if i == 0 {
+				servers[i], errs[i] = startServer(ctx, cfgs[i], "")
+				return
+			}
+			s, err := server.New(cfgs[i])
+			if err == nil {
+				err = s.Start(ctx)
+			}
+			servers[i], errs[i] = s, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for i, s := range servers {
+			if s != nil && errs[i] == nil {
+				_ = waitAndStopNow(s)
+			}
+		}
+		return nil, nil, fmt.Errorf("--cluster: %w", err)
+	}
+	return servers[0], servers[1:], nil
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		_ = l.Close()
+	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/examples/shop"
 	"github.com/heraldhq/herald/internal/testenv"
 )
 
@@ -22,9 +24,44 @@ import (
 // the shop's PostgreSQL schema.
 func TestDevSummaryAndCleanStop(t *testing.T) {
 	t.Parallel()
+	devSummaryAndCleanStop(t, nil)
+}
+
+// TestDevCluster runs herald dev --cluster: the shop runs on three nodes
+// whose topics keep three copies, and Ctrl-C stops all of them.
+func TestDevCluster(t *testing.T) {
+	t.Parallel()
+	devSummaryAndCleanStop(t, func(out string) {
+		m := regexp.MustCompile(`Cluster of 3 nodes .*--url (\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("herald dev --cluster did not print the cluster's URLs:\n%s", out)
+		}
+		if urls := strings.Split(m[1], ","); len(urls) != 3 {
+			t.Fatalf("cluster URLs %q: want 3", m[1])
+		}
+		b, err := natsjs.New(t.Context(), natsjs.WithURL(m[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		s, err := b.JetStream().Stream(t.Context(), natsjs.StreamName(shop.TopicOrders))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("%s keeps %d copies in a 3-node cluster, want 3", shop.TopicOrders, r)
+		}
+	}, "--cluster")
+}
+
+// devSummaryAndCleanStop runs herald dev with extra flags until its
+// summary shows completed orders, calls during with its output so far,
+// then stops it with SIGINT and checks the clean exit. It returns the
+// output.
+func devSummaryAndCleanStop(t *testing.T, during func(out string), extra ...string) string {
 	testenv.Need(t, "PostgreSQL", testenv.HostPort(testenv.PostgresURL))
 	stateFile := filepath.Join(t.TempDir(), "state.json")
-	cmd, out := spawn(t, stateFile, "dev", "--rate", "5", "--summary-every", "1s", "--postgres", testenv.PostgresURL)
+	cmd, out := spawn(t, stateFile, append([]string{"dev", "--rate", "5", "--summary-every", "1s", "--postgres", testenv.PostgresURL}, extra...)...)
 	summary := regexp.MustCompile(`orders placed (\d+)  completed (\d+)  compensated (\d+)  in progress (\d+) \| dead letters (\d+) \| max lag \S+ \| (\d+) events/s`)
 	var schema string
 	deadline := time.Now().Add(90 * time.Second)
@@ -57,6 +94,9 @@ func TestDevSummaryAndCleanStop(t *testing.T) {
 	if strings.Contains(out.String(), "\r") {
 		t.Errorf("herald dev redraws in place although its output is not a terminal")
 	}
+	if during != nil {
+		during(out.String())
+	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +119,7 @@ func TestDevSummaryAndCleanStop(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", schema).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("schema %s left behind after exit (%d, %v)", schema, n, err)
 	}
+	return out.String()
 }
 
 // TestDevWithoutPostgres runs herald dev against a PostgreSQL that does

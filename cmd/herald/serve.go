@@ -29,6 +29,7 @@ type serveFlags struct {
 	logFormat    string
 	ops          opsFlags
 	sec          securityFlags
+	cluster      clusterFlags
 }
 
 func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
@@ -80,6 +81,12 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 		BrokerURL:    f.brokerURL,
 		Logger:       log,
 	}
+	if cfg.Cluster, err = f.cluster.parse(); err != nil {
+		return server.Config{}, err
+	}
+	if cfg.Cluster != nil {
+		cfg.NodeName = f.cluster.node
+	}
 	if err := f.sec.apply(&cfg); err != nil {
 		return server.Config{}, err
 	}
@@ -108,6 +115,12 @@ groups; Herald's own state (the schema registry, the audit log's positions,
 which dead letters were redriven or purged) stays in the embedded JetStream in
 --data-dir. The audit log indexes Kafka topics too, RabbitMQ ones not yet.
 
+With --cluster and --node, the server is one node of a JetStream cluster of
+three or more (on one machine or several): each node has its own --data-dir
+and addresses, topics and Herald's key-value buckets keep 3 copies, and a
+node waits at start until a quorum of the nodes runs. Clients may connect to
+any node (nats://n1:4222,nats://n2:4222,...) and fail over when one dies.
+
 Every flag can also be set by an environment variable: --data-dir by
 HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 		Args: cobra.NoArgs,
@@ -126,12 +139,19 @@ HERALD_DATA_DIR, --nats-addr by HERALD_NATS_ADDR, and so on.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "herald serving\n  nats:     %s\n  events:   %s\n  admin:    %s\n  registry: %s\n  gateway:  %s\n  data dir: %s\n",
 				srv.NATSURL(), srv.EventsURL(), srv.AdminURL(), srv.RegistryURL(), srv.GatewayURL(), cfg.DataDir)
+			if c := cfg.Cluster; c != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "  cluster:  %s, node %s of %d\n", c.Name, cfg.NodeName, c.Nodes())
+			}
 			if p := srv.AdminCredsPath(); p != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "  admin credentials: %s\n", p)
 			}
 			return waitAndStop(cmd.Context(), srv)
 		},
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.cluster.nodes, "cluster", "", "run as one node of a JetStream cluster: every node as name=host:port (the address the nodes reach each other on), e.g. n1=10.0.0.1:6222,n2=10.0.0.2:6222,n3=10.0.0.3:6222; topics and Herald's buckets keep 3 copies")
+	fl.StringVar(&f.cluster.node, "node", "", "with --cluster: the name of this node")
+	fl.StringVar(&f.cluster.name, "cluster-name", "herald", "with --cluster: the cluster's name, the same on every node")
 	f.register(cmd, serveFlags{
 		dataDir:      defaultDataDir(),
 		natsAddr:     server.DefaultNATSAddr,

@@ -105,6 +105,7 @@ func (ev *events) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	ev.kvOnce.Do(func() {
 		ev.kv, ev.kvErr = ev.s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: DLQStateBucket, Description: "Herald: redriven and purged dead letters of Kafka and RabbitMQ topics",
+			Replicas: ev.s.b.Replicas(),
 		})
 	})
 	if ev.kvErr != nil {

@@ -85,6 +85,7 @@ type Manager struct {
 	// EnsureTopic, if set, creates a topic that does not exist yet: a
 	// service may not create streams itself.
 	ensureTopic func(ctx context.Context, topic string) error
+	replicas    int
 
 	mu      sync.Mutex // serialises writes
 	entries map[string]*Entry
@@ -101,6 +102,10 @@ func WithTopicCreator(f func(ctx context.Context, topic string) error) ManagerOp
 	return func(m *Manager) { m.ensureTopic = f }
 }
 
+// WithManagerReplicas sets the identities bucket's replica count when
+// NewManager creates it (a cluster: 3). Default 1.
+func WithManagerReplicas(n int) ManagerOption { return func(m *Manager) { m.replicas = n } }
+
 // WithManagerLogger sets the logger. Default slog.Default().
 func WithManagerLogger(l *slog.Logger) ManagerOption { return func(m *Manager) { m.log = l } }
 
@@ -108,14 +113,16 @@ func WithManagerLogger(l *slog.Logger) ManagerOption { return func(m *Manager) {
 // the system account (Authority.SystemConnectOptions) used to push
 // revocations.
 func NewManager(ctx context.Context, a *Authority, js jetstream.JetStream, sys *nats.Conn, opts ...ManagerOption) (*Manager, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "Herald identities (hashed API tokens, permissions)", History: 1})
-	if err != nil {
-		return nil, fmt.Errorf("auth: bucket %s: %w", Bucket, err)
-	}
-	m := &Manager{a: a, kv: kv, sys: sys, log: slog.Default(), entries: map[string]*Entry{}, byHash: map[string]*Entry{}, revoked: map[string]int64{}}
+	m := &Manager{a: a, sys: sys, log: slog.Default(), entries: map[string]*Entry{}, byHash: map[string]*Entry{}, revoked: map[string]int64{}}
 	for _, o := range opts {
 		o(m)
 	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "Herald identities (hashed API tokens, permissions)", History: 1,
+		Replicas: max(m.replicas, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("auth: bucket %s: %w", Bucket, err)
+	}
+	m.kv = kv
 	if m.revoked, err = a.Revocations(); err != nil {
 		return nil, err
 	}

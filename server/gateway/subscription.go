@@ -159,10 +159,12 @@ type Store struct {
 	kv jetstream.KeyValue
 }
 
-// NewStore opens (creating if needed) the subscriptions bucket.
-func NewStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+// NewStore opens (creating if needed) the subscriptions bucket, with
+// replicas copies in a cluster (0 or 1 on a single server).
+func NewStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Herald HTTP subscriptions (push and pull)", History: 1, Storage: jetstream.FileStorage,
+		Replicas: max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: subscriptions bucket: %w", err)

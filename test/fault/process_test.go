@@ -104,9 +104,16 @@ func hostPort(t *testing.T, url string) string {
 
 // start spawns the process and waits until it recorded its addresses.
 func (s *server) start() {
+	s.t.Helper()
+	s.awaitStarted(s.spawn())
+}
+
+// spawn starts the process and returns the file it records its
+// addresses in.
+func (s *server) spawn() (stateFile string) {
 	t := s.t
 	t.Helper()
-	stateFile := filepath.Join(t.TempDir(), "state.json")
+	stateFile = filepath.Join(t.TempDir(), "state.json")
 	args := append([]string{"serve", "--durability", "sync", "--data-dir", s.dataDir,
 		"--nats-addr", s.natsAddr, "--http-addr", s.httpAddr, "--registry-addr", "127.0.0.1:0"}, s.extra...)
 	s.cmd = exec.Command(s.bin, args...)
@@ -121,6 +128,14 @@ func (s *server) start() {
 		_ = cmd.Wait()
 		close(exited)
 	}(s.cmd, s.exited)
+	return stateFile
+}
+
+// awaitStarted waits until the process spawned last recorded its
+// addresses in stateFile.
+func (s *server) awaitStarted(stateFile string) {
+	t := s.t
+	t.Helper()
 	waitFor(t, 2*time.Minute, func() string { return "herald serve recorded its addresses; output:\n" + s.out.String() }, func() bool {
 		var st localstate.State
 		b, err := os.ReadFile(stateFile)
@@ -156,13 +171,19 @@ func (s *server) waitReady(within time.Duration) {
 // kill SIGKILLs the process and waits until it is gone.
 func (s *server) kill() {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		s.t.Fatalf("SIGKILL herald serve: %v", err)
+	s.signal(syscall.SIGKILL)
+}
+
+// signal sends sig to the process and waits until it is gone.
+func (s *server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("%s herald serve: %v", sig, err)
 	}
 	select {
 	case <-s.exited:
 	case <-time.After(time.Minute):
-		s.t.Fatal("herald serve still runs a minute after SIGKILL")
+		s.t.Fatalf("herald serve still runs a minute after %s", sig)
 	}
 }
 
