@@ -209,6 +209,12 @@ func (c *committer) commit(batch []*gcMsg) {
 		}
 		c.b.log.Debug("natsjs: atomic batch refused, publishing its messages one by one", "stream", c.si.name, "messages", len(batch), "error", err)
 	}
+	// One publish timeout for the rest of the batch, not one per message:
+	// with the stream gone or leaderless, a thousand messages retried in
+	// turn would hold up the next batches for a thousand timeouts.
+	rctx, cancel := context.WithTimeout(context.Background(), c.b.pubWait)
+	defer cancel()
+	gone := false
 	futs := make([]jetstream.PubAckFuture, len(batch))
 	for i, m := range batch {
 		f, err := c.b.js.PublishMsgAsync(m.nm)
@@ -227,7 +233,11 @@ func (c *committer) commit(batch []*gcMsg) {
 		case <-f.Ok():
 		case err = <-f.Err():
 			if errors.Is(err, jetstream.ErrNoStreamResponse) {
-				err = c.b.republish(context.Background(), f.Msg())
+				err = c.b.republish(rctx, f.Msg())
+				if err != nil && !gone {
+					gone = true
+					c.b.checkGone(c.si.topic)
+				}
 			}
 		}
 		if err != nil {

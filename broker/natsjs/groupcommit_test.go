@@ -239,3 +239,46 @@ func TestGroupCommitClose(t *testing.T) {
 		t.Fatalf("publish after close: %v, want ErrClosed", err)
 	}
 }
+
+// TestPublishRecreatesVanishedStream: the topic's stream disappears behind
+// the broker's back (deleted elsewhere, or lost in a power cut). The
+// publishes that nobody answers fail within the publish timeout, batch
+// and all, and a later publish creates the stream again and is stored.
+func TestPublishRecreatesVanishedStream(t *testing.T) {
+	t.Parallel()
+	for _, gc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("group-commit=%v", gc), func(t *testing.T) {
+			t.Parallel()
+			e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
+			const wait = 500 * time.Millisecond
+			b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(gc), natsjs.WithPublishTimeout(wait))
+			topic := "gone_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "t.v1", ID: "first", Data: []byte("1")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.JetStream().DeleteStream(t.Context(), natsjs.StreamName(topic)); err != nil {
+				t.Fatal(err)
+			}
+			batch := func(prefix string) []*broker.Message {
+				ms := make([]*broker.Message, 50)
+				for i := range ms {
+					ms[i] = &broker.Message{Topic: topic, Route: "t.v1", Key: "k", ID: prefix + strconv.Itoa(i), Data: []byte("x")}
+				}
+				return ms
+			}
+			began := time.Now()
+			if err := b.Publish(t.Context(), batch("lost")...); err == nil {
+				t.Fatal("a publish to a deleted stream was confirmed")
+			}
+			// One timeout for the whole call and the checks after it, not
+			// one per message (50 × 500 ms).
+			if d := time.Since(began); d > 10*wait {
+				t.Fatalf("the publish into a deleted stream took %s; the publish timeout is %s", d, wait)
+			}
+			if err := b.Publish(t.Context(), batch("again")...); err != nil {
+				t.Fatalf("the publish after the failed one did not create the stream again: %v", err)
+			}
+			storedCount(t, b.JetStream(), topic, 50)
+		})
+	}
+}

@@ -367,9 +367,20 @@ func clusterReplicas(nc *nats.Conn, emb *Embedded) int {
 func (b *Broker) Replicas() int { return max(1, b.defaults.Replicas) }
 
 // Connect dials a NATS URL with Herald's defaults (reconnect forever, a
-// name) and a clear error when nothing answers.
+// name, a ping every 2 s, a 5 s write timeout) and a clear error when
+// nothing answers.
+//
+// The ping and the write timeout are what notice a server that went
+// silent without closing the connection (a network partition, a machine
+// that lost power): with three pings unanswered (6-8 s), or a write that
+// could not finish in 5 s because the socket's buffer is full, the client
+// reconnects to another server of the URL list. With nats.go's own
+// defaults (a ping every 2 minutes, a 1-minute write timeout) a busy
+// publisher hangs on the dead connection for a minute and an idle one for
+// 4-6 minutes. Options passed in override these.
 func Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.Name("herald"), nats.MaxReconnects(-1), nats.Timeout(5 * time.Second)}, opts...)
+	all := append([]nats.Option{nats.Name("herald"), nats.MaxReconnects(-1), nats.Timeout(5 * time.Second),
+		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(3), nats.FlusherTimeout(5 * time.Second)}, opts...)
 	nc, err := nats.Connect(url, all...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: connect %s: %w: %w (is a NATS server or `herald serve` running there?)", redactURL(url), broker.ErrUnavailable, err)
@@ -618,6 +629,8 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 	var lookupErrs map[string]error // topics whose stream could not be had
 	var call *gcCall                // with group commit: this call's queued messages
 	var queued []gcGroup
+	gone := false            // a stream that never answered was looked up
+	var rctx context.Context // bounds the messages sent again
 	for i, m := range msgs {
 		if err := broker.ValidateRoute(m.Route); err != nil {
 			fail(i, err)
@@ -692,7 +705,18 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 			if errors.Is(err, jetstream.ErrNoStreamResponse) {
 				// The stream has no leader right now (an election): the
 				// message was not stored, so sending it again is safe.
-				err = b.republish(ctx, f.Msg())
+				// One publish timeout for all the call's messages sent
+				// again, not one each.
+				if rctx == nil {
+					var cancel context.CancelFunc
+					rctx, cancel = context.WithTimeout(ctx, b.pubWait)
+					defer cancel()
+				}
+				err = b.republish(rctx, f.Msg())
+				if err != nil && !gone {
+					gone = true
+					b.checkGone(msgs[i].Topic)
+				}
 			}
 			hdrs[i].release()
 			if err != nil {
@@ -781,6 +805,31 @@ func (b *Broker) awaitCommits(ctx context.Context, call *gcCall, queued []gcGrou
 			}
 		}
 	}
+}
+
+// checkGone looks the topic's stream up after a publish that no stream
+// answered for a whole publish timeout. If the stream does not exist any
+// more (deleted, or lost with a server's unsynced data in a power cut),
+// the topic is forgotten, so the next publish creates it again instead of
+// publishing into nothing.
+func (b *Broker) checkGone(topic string) {
+	b.mu.Lock()
+	si := b.streams[topic]
+	b.mu.Unlock()
+	if si == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.pubWait)
+	defer cancel()
+	if _, err := b.js.Stream(ctx, si.name); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	b.mu.Lock()
+	if b.streams[topic] == si {
+		delete(b.streams, topic)
+	}
+	b.mu.Unlock()
+	b.log.Warn("natsjs: the topic's stream is gone; the next publish creates it again", "topic", topic, "stream", si.name)
 }
 
 // republish sends m again, synchronously, while the stream answers "no

@@ -3,14 +3,11 @@
 package fault
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +16,6 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker/natsjs"
-	"github.com/heraldhq/herald/event"
 )
 
 // freeAddrs returns n loopback addresses whose ports were free a moment
@@ -38,22 +34,41 @@ func freeAddrs(t *testing.T, n int) []string {
 	return addrs
 }
 
-// startCluster runs n `herald serve --cluster` nodes, all started at
-// once as an operator would, each on fixed addresses so a restarted node
-// comes back where it was, and waits until every one is ready.
+// startCluster runs n `herald serve --cluster` nodes on loopback.
 func startCluster(t *testing.T, bin string, n int) []*server {
 	t.Helper()
 	addrs := freeAddrs(t, 3*n)
-	var spec []string
-	for i := range n {
-		spec = append(spec, fmt.Sprintf("n%d=%s", i+1, addrs[2*n+i]))
+	at := make([]clusterNode, n)
+	for i := range at {
+		at[i] = clusterNode{nats: addrs[i], http: addrs[n+i], route: addrs[2*n+i]}
 	}
-	nodes := make([]*server, n)
-	states := make([]string, n)
-	for i := range nodes {
+	return startClusterAt(t, bin, at)
+}
+
+// clusterNode is where one node of a test cluster listens, and what runs
+// it (server.wrap).
+type clusterNode struct {
+	nats, http, route string
+	wrap              []string
+	extra             []string
+}
+
+// startClusterAt runs a `herald serve --cluster` node per entry of at,
+// all started at once as an operator would, each on fixed addresses so a
+// restarted node comes back where it was, and waits until every one is
+// ready.
+func startClusterAt(t *testing.T, bin string, at []clusterNode) []*server {
+	t.Helper()
+	var spec []string
+	for i, a := range at {
+		spec = append(spec, fmt.Sprintf("n%d=%s", i+1, a.route))
+	}
+	nodes := make([]*server, len(at))
+	states := make([]string, len(at))
+	for i, a := range at {
 		s := &server{t: t, bin: bin, dataDir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1)),
-			natsAddr: addrs[i], httpAddr: addrs[n+i],
-			extra: []string{"--cluster", strings.Join(spec, ","), "--node", fmt.Sprintf("n%d", i+1)}}
+			natsAddr: a.nats, httpAddr: a.http, wrap: a.wrap,
+			extra: append([]string{"--cluster", strings.Join(spec, ","), "--node", fmt.Sprintf("n%d", i+1)}, a.extra...)}
 		states[i] = s.spawn()
 		t.Cleanup(s.stop)
 		nodes[i] = s
@@ -65,6 +80,29 @@ func startCluster(t *testing.T, bin string, n int) []*server {
 		s.waitReady(2 * time.Minute)
 	}
 	return nodes
+}
+
+// connectAll connects the SDK to every node of a 3-node cluster, with a
+// short reconnect wait (the client is what notices a node coming back),
+// group commit and the suite's publish timeout.
+func connectAll(t *testing.T, urls []string) (*natsjs.Broker, *herald.Client) {
+	t.Helper()
+	ctx := t.Context()
+	b, err := natsjs.New(ctx, natsjs.WithURL(strings.Join(urls, ","), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0)),
+		natsjs.WithGroupCommit(true), natsjs.WithPublishTimeout(publishTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if r := b.Replicas(); r != 3 {
+		t.Fatalf("a client of a 3-node cluster creates topics with %d replicas, want 3", r)
+	}
+	c, err := herald.Connect(ctx, herald.Config{Broker: b, Source: "fault"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return b, c
 }
 
 // TestClusterKillNodeLosesNoAckedEvent runs three `herald serve
@@ -84,75 +122,11 @@ func TestClusterKillNodeLosesNoAckedEvent(t *testing.T) {
 		urls = append(urls, s.state.NATSURL)
 	}
 	ctx := t.Context()
-	b, err := natsjs.New(ctx, natsjs.WithURL(strings.Join(urls, ","), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0)),
-		natsjs.WithGroupCommit(true), natsjs.WithPublishTimeout(publishTimeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	if r := b.Replicas(); r != 3 {
-		t.Fatalf("a client of a 3-node cluster creates topics with %d replicas, want 3", r)
-	}
-	c, err := herald.Connect(ctx, herald.Config{Broker: b, Source: "fault"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	b, c := connectAll(t, urls)
 	const topic = "clusterfault"
 
-	var (
-		mu      sync.Mutex
-		acked   = map[string]struct{}{}
-		lastAck time.Time
-		// gaps: the longest stretch without a confirmation since the
-		// last kill began.
-		gap   time.Duration
-		fails atomic.Int64
-	)
-	const workers, batch = 8, 20
-	lctx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			var evs []*event.Event
-			for n := 0; lctx.Err() == nil; n++ {
-				if evs == nil {
-					evs = make([]*event.Event, batch)
-					for i := range evs {
-						evs[i] = event.New("fault", "fault.tick.v1", fmt.Appendf(nil, `{"w":%d,"n":%d}`, w, n*batch+i))
-						evs[i].Subject = fmt.Sprintf("k%d", (n*batch+i)%64)
-					}
-				}
-				pctx, cancel := context.WithTimeout(lctx, publishTimeout)
-				err := c.PublishTo(pctx, topic, evs...)
-				cancel()
-				if err != nil {
-					fails.Add(1) // retried with the same ids
-					select {
-					case <-lctx.Done():
-					case <-time.After(20 * time.Millisecond):
-					}
-					continue
-				}
-				now := time.Now()
-				mu.Lock()
-				if !lastAck.IsZero() {
-					gap = max(gap, now.Sub(lastAck))
-				}
-				lastAck = now
-				for _, e := range evs {
-					acked[e.ID] = struct{}{}
-				}
-				mu.Unlock()
-				evs = nil
-			}
-		})
-	}
-	ackedSince := func(t0 time.Time) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return lastAck.After(t0)
-	}
+	ld := startLoad(t, c, topic)
+	ackedSince := ld.ackedSince
 	waitFor(t, time.Minute, func() string { return "a first confirmed publish" }, func() bool { return ackedSince(began) })
 	if s, err := b.JetStream().Stream(ctx, natsjs.StreamName(topic)); err != nil {
 		t.Fatal(err)
@@ -168,9 +142,7 @@ func TestClusterKillNodeLosesNoAckedEvent(t *testing.T) {
 			sig = syscall.SIGTERM
 		}
 		<-time.After(500*time.Millisecond + time.Duration(rnd.Int64N(int64(time.Second))))
-		mu.Lock()
-		gap, lastAck = 0, time.Now()
-		mu.Unlock()
+		ld.resetGap()
 		killed := time.Now()
 		node.signal(sig)
 		// Publishing must resume with the node down: wait for a
@@ -182,30 +154,15 @@ func TestClusterKillNodeLosesNoAckedEvent(t *testing.T) {
 		node.restart()
 		restarted := time.Now()
 		waitFor(t, time.Minute, func() string { return "a publish confirmed after the restart" }, func() bool { return ackedSince(restarted) })
-		mu.Lock()
-		d := gap
-		n := len(acked)
-		mu.Unlock()
+		d, n := ld.stats()
 		unavail = append(unavail, d)
 		t.Logf("kill %d/%d: %s %s, longest without a confirmation %s, %d acked", k+1, kills, sig, node.extra[3], d.Round(time.Millisecond), n)
 	}
-	stopLoad()
-	wg.Wait()
-
-	found, dups := readTopic(t, b, topic)
-	lost := 0
-	for id := range acked {
-		if _, ok := found[id]; !ok {
-			lost++
-			if lost <= 10 {
-				t.Errorf("acked event %s is missing", id)
-			}
-		}
-	}
-	report(t, Summary{Cycles: kills, Acked: len(acked), Found: len(found), Lost: lost, Duplicates: dups,
-		MaxUnavailabilityMS: ms(slices.Max(unavail)), DurationS: time.Since(began).Seconds()})
-	t.Logf("unavailability per kill: %v; %d publishes failed and were retried", unavail, fails.Load())
-	if lost > 0 {
-		t.Fatalf("%d of %d acked events lost over %d node kills", lost, len(acked), kills)
+	sum, _ := ld.lost(t, true, func() (map[string]struct{}, int) { return readTopic(t, b, topic) })
+	sum.Cycles, sum.MaxUnavailabilityMS, sum.DurationS = kills, ms(slices.Max(unavail)), time.Since(began).Seconds()
+	report(t, sum)
+	t.Logf("unavailability per kill: %v; %d publishes failed and were retried", unavail, ld.fails.Load())
+	if sum.Lost > 0 {
+		t.Fatalf("%d of %d acked events lost over %d node kills", sum.Lost, sum.Acked, kills)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -67,6 +68,9 @@ type server struct {
 	bin     string
 	dataDir string
 	extra   []string
+	// wrap, if set, is the command that runs bin with the arguments
+	// (e.g. ip netns exec NAME); it must exec bin, keeping its pid.
+	wrap []string
 	// natsAddr and httpAddr are the addresses the first start chose; every
 	// restart listens on them again so clients reconnect.
 	natsAddr, httpAddr string
@@ -116,7 +120,12 @@ func (s *server) spawn() (stateFile string) {
 	stateFile = filepath.Join(t.TempDir(), "state.json")
 	args := append([]string{"serve", "--durability", "sync", "--data-dir", s.dataDir,
 		"--nats-addr", s.natsAddr, "--http-addr", s.httpAddr, "--registry-addr", "127.0.0.1:0"}, s.extra...)
-	s.cmd = exec.Command(s.bin, args...)
+	if len(s.wrap) > 0 {
+		args = append(append(slices.Clone(s.wrap[1:]), s.bin), args...)
+		s.cmd = exec.Command(s.wrap[0], args...)
+	} else {
+		s.cmd = exec.Command(s.bin, args...)
+	}
 	s.cmd.Env = append(os.Environ(), "HERALD_STATE_FILE="+stateFile)
 	s.out = &lockedBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
@@ -265,8 +274,11 @@ type Summary struct {
 	OrderViolations     int     `json:"order_violations"`
 	MaxUnavailabilityMS float64 `json:"max_unavailability_ms"`
 	MaxRestartMS        float64 `json:"max_restart_ms,omitempty"`
-	ConsumerKills       int     `json:"consumer_kills,omitempty"`
-	DurationS           float64 `json:"duration_s"`
+	// LossWindowMS is, over the lost events, the longest time from a
+	// confirmation to the fault that lost it (power-cut test, fast mode).
+	LossWindowMS  float64 `json:"loss_window_ms,omitempty"`
+	ConsumerKills int     `json:"consumer_kills,omitempty"`
+	DurationS     float64 `json:"duration_s"`
 }
 
 var summaryMu sync.Mutex

@@ -3,11 +3,9 @@
 package fault
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,7 +14,6 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker/natsjs"
-	"github.com/heraldhq/herald/event"
 )
 
 // publishTimeout bounds the wait for a confirmation. A publish in flight
@@ -31,15 +28,46 @@ const publishTimeout = 2 * time.Second
 // event whose publish was confirmed must be there.
 func TestSIGKILLLosesNoAckedEvent(t *testing.T) {
 	cycles := envInt(t, "HERALD_FAULT_CYCLES", 100)
-	rnd := newRand(t)
 	bin := build(t, "./cmd/herald")
 	srv := startServer(t, bin, filepath.Join(t.TempDir(), "data"))
+	sum, _ := killCycles(t, srv, cycles, 50*time.Millisecond, 1500*time.Millisecond, true)
+	report(t, sum)
+	if sum.Lost > 0 {
+		t.Fatalf("%d of %d acked events lost over %d SIGKILL cycles", sum.Lost, sum.Acked, cycles)
+	}
+}
+
+// killTarget is what killCycles kills and brings back: a `herald serve`
+// process, or a virtual machine running one.
+type killTarget interface {
+	// url is the NATS URL clients connect to; it stays the same across
+	// restarts.
+	url() string
+	// kill ends the target at once and returns when it is gone.
+	kill()
+	// restart brings it back on its data and returns once it is ready.
+	restart()
+}
+
+func (s *server) url() string { return s.state.NATSURL }
+
+// killCycles publishes (startLoad) while tg is killed at a random moment
+// of a load that runs between minLoad and maxLoad and then restarted,
+// cycles times; then it reads the whole topic back and counts the events
+// whose publish was confirmed and that are missing. With mustKeep each
+// missing event fails the test (the first 10 are named); without it they
+// are only logged. The second result is, over the lost events, the longest time
+// between a confirmation and the kill that lost it (the first kill after
+// it).
+func killCycles(t *testing.T, tg killTarget, cycles int, minLoad, maxLoad time.Duration, mustKeep bool) (Summary, time.Duration) {
+	t.Helper()
+	rnd := newRand(t)
 	began := time.Now()
 
 	ctx := t.Context()
 	// A short reconnect wait: the client is what notices the restart, and
 	// nats.go's default (2 s) would dominate the measured unavailability.
-	b, err := natsjs.New(ctx, natsjs.WithURL(srv.state.NATSURL, nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0)),
+	b, err := natsjs.New(ctx, natsjs.WithURL(tg.url(), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0)),
 		natsjs.WithGroupCommit(true), natsjs.WithPublishTimeout(publishTimeout))
 	if err != nil {
 		t.Fatal(err)
@@ -51,103 +79,56 @@ func TestSIGKILLLosesNoAckedEvent(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	const topic = "fault"
+	ld := startLoad(t, c, topic)
 
-	// gen counts server processes: it moves on once the killed one is
-	// gone, so a confirmation seen while g is current came from process g.
-	var gen atomic.Int64
-	firstAck := make([]atomic.Int64, cycles+2) // unix nanos
-	var (
-		mu    sync.Mutex
-		acked = map[string]struct{}{}
-		fails atomic.Int64
-	)
-	const workers, batch = 8, 20
-	lctx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var evs []*event.Event
-			for n := 0; lctx.Err() == nil; n++ {
-				if evs == nil {
-					evs = make([]*event.Event, batch)
-					for i := range evs {
-						evs[i] = event.New("fault", "fault.tick.v1", fmt.Appendf(nil, `{"w":%d,"n":%d}`, w, n*batch+i))
-						evs[i].Subject = fmt.Sprintf("k%d", (n*batch+i)%64)
-					}
-				}
-				pctx, cancel := context.WithTimeout(lctx, publishTimeout)
-				err := c.PublishTo(pctx, topic, evs...)
-				cancel()
-				if err != nil {
-					// Retried with the same ids: the server drops the
-					// copies of those it had stored.
-					fails.Add(1)
-					select {
-					case <-lctx.Done():
-					case <-time.After(20 * time.Millisecond):
-					}
-					continue
-				}
-				firstAck[gen.Load()].CompareAndSwap(0, time.Now().UnixNano())
-				mu.Lock()
-				for _, e := range evs {
-					acked[e.ID] = struct{}{}
-				}
-				mu.Unlock()
-				evs = nil
-			}
-		}()
-	}
-
+	// A confirmation seen after kill() returned came from the restarted
+	// target: the killed one is gone by then.
+	var kills []time.Time // when each kill began
 	var maxUnavail, maxRestart time.Duration
-	waitAck := func(g int64) {
-		waitFor(t, 2*time.Minute, func() string { return fmt.Sprintf("a publish confirmed by server generation %d", g) },
-			func() bool { return firstAck[g].Load() != 0 })
-	}
-	waitAck(0)
+	waitFor(t, 2*time.Minute, func() string { return "a first confirmed publish" }, func() bool { return ld.ackedSince(began) })
 	for cycle := 1; cycle <= cycles; cycle++ {
-		// Kill at a random moment of a load that runs 50 ms to 1.5 s.
-		load := 50*time.Millisecond + time.Duration(rnd.Int64N(int64(1450*time.Millisecond)))
+		load := minLoad + time.Duration(rnd.Int64N(int64(maxLoad-minLoad)+1))
 		<-time.After(load)
 		killed := time.Now()
-		srv.kill()
-		g := gen.Add(1)
-		srv.restart()
+		kills = append(kills, killed)
+		tg.kill()
+		gone := time.Now()
+		tg.restart()
 		restart := time.Since(killed)
-		waitAck(g)
-		unavail := time.Duration(firstAck[g].Load() - killed.UnixNano())
+		waitFor(t, 2*time.Minute, func() string {
+			return fmt.Sprintf("a publish confirmed after restart %d (last publish error: %s)", cycle, ld.lastError())
+		},
+			func() bool { return ld.ackedSince(gone) })
+		unavail := ld.firstAckSince(gone).Sub(killed)
 		maxUnavail, maxRestart = max(maxUnavail, unavail), max(maxRestart, restart)
 		if cycle%10 == 0 || cycle == cycles {
-			mu.Lock()
-			n := len(acked)
-			mu.Unlock()
+			_, n := ld.stats()
 			t.Logf("cycle %d/%d: %d acked, restart %s, unavailable %s", cycle, cycles, n, restart.Round(time.Millisecond), unavail.Round(time.Millisecond))
 		}
 	}
-	stopLoad()
-	wg.Wait()
 
-	found, dups := readTopic(t, b, topic)
-	lost := 0
-	for id := range acked {
-		if _, ok := found[id]; !ok {
-			lost++
-			if lost <= 10 {
-				t.Errorf("acked event %s is missing", id)
-			}
+	sum, lostAt := ld.lost(t, mustKeep, func() (map[string]struct{}, int) { return readTopic(t, b, topic) })
+	var window time.Duration
+	perKill := make([]int, len(kills))
+	oldest := make([]time.Duration, len(kills))
+	for _, at := range lostAt {
+		if k, _ := slices.BinarySearchFunc(kills, at, func(k, at time.Time) int { return k.Compare(at) }); k < len(kills) {
+			window = max(window, kills[k].Sub(at))
+			perKill[k]++
+			oldest[k] = max(oldest[k], kills[k].Sub(at))
 		}
 	}
-	report(t, Summary{Cycles: cycles, Acked: len(acked), Found: len(found), Lost: lost, Duplicates: dups,
-		MaxUnavailabilityMS: ms(maxUnavail), MaxRestartMS: ms(maxRestart), DurationS: time.Since(began).Seconds()})
-	t.Logf("%d publishes failed and were retried", fails.Load())
-	if lost > 0 {
-		t.Fatalf("%d of %d acked events lost over %d SIGKILL cycles", lost, len(acked), cycles)
+	for k, n := range perKill {
+		if n > 0 {
+			t.Logf("kill %d at %s: %d confirmed events lost, the oldest confirmed %s before it", k+1, kills[k].Format("15:04:05.000"), n, oldest[k].Round(time.Millisecond))
+		}
 	}
-	if len(acked) == 0 {
+	t.Logf("%d publishes failed and were retried", ld.fails.Load())
+	if sum.Acked == 0 {
 		t.Fatal("no publish was confirmed")
 	}
+	sum.Cycles, sum.MaxUnavailabilityMS, sum.MaxRestartMS, sum.DurationS = cycles, ms(maxUnavail), ms(maxRestart), time.Since(began).Seconds()
+	return sum, window
 }
 
 // readTopic reads every message of topic's stream and returns the ids
