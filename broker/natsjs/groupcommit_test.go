@@ -252,17 +252,22 @@ func TestPublishRecreatesVanishedStream(t *testing.T) {
 			e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync})
 			const wait = 500 * time.Millisecond
 			b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(gc), natsjs.WithPublishTimeout(wait))
-			topic := "gone_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-			if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "t.v1", ID: "first", Data: []byte("1")}); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.JetStream().DeleteStream(t.Context(), natsjs.StreamName(topic)); err != nil {
-				t.Fatal(err)
+			// Two topics in each call: both streams vanish, and each must
+			// be looked up and created again, not only the first one.
+			id := strconv.FormatInt(time.Now().UnixNano(), 36)
+			topics := []string{"gone_a_" + id, "gone_b_" + id}
+			for _, topic := range topics {
+				if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "t.v1", ID: "first", Data: []byte("1")}); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.JetStream().DeleteStream(t.Context(), natsjs.StreamName(topic)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			batch := func(prefix string) []*broker.Message {
 				ms := make([]*broker.Message, 50)
 				for i := range ms {
-					ms[i] = &broker.Message{Topic: topic, Route: "t.v1", Key: "k", ID: prefix + strconv.Itoa(i), Data: []byte("x")}
+					ms[i] = &broker.Message{Topic: topics[i*len(topics)/len(ms)], Route: "t.v1", Key: "k", ID: prefix + strconv.Itoa(i), Data: []byte("x")}
 				}
 				return ms
 			}
@@ -276,9 +281,11 @@ func TestPublishRecreatesVanishedStream(t *testing.T) {
 				t.Fatalf("the publish into a deleted stream took %s; the publish timeout is %s", d, wait)
 			}
 			if err := b.Publish(t.Context(), batch("again")...); err != nil {
-				t.Fatalf("the publish after the failed one did not create the stream again: %v", err)
+				t.Fatalf("the publish after the failed one did not create the streams again: %v", err)
 			}
-			storedCount(t, b.JetStream(), topic, 50)
+			for _, topic := range topics {
+				storedCount(t, b.JetStream(), topic, 25)
+			}
 		})
 	}
 }

@@ -629,7 +629,7 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 	var lookupErrs map[string]error // topics whose stream could not be had
 	var call *gcCall                // with group commit: this call's queued messages
 	var queued []gcGroup
-	gone := false            // a stream that never answered was looked up
+	var gone map[string]bool // topics whose stream was looked up after no answer
 	var rctx context.Context // bounds the messages sent again
 	for i, m := range msgs {
 		if err := broker.ValidateRoute(m.Route); err != nil {
@@ -713,8 +713,11 @@ func (b *Broker) Publish(ctx context.Context, msgs ...*broker.Message) error {
 					defer cancel()
 				}
 				err = b.republish(rctx, f.Msg())
-				if err != nil && !gone {
-					gone = true
+				if err != nil && !gone[msgs[i].Topic] {
+					if gone == nil {
+						gone = map[string]bool{}
+					}
+					gone[msgs[i].Topic] = true
 					b.checkGone(msgs[i].Topic)
 				}
 			}
