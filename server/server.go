@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -130,6 +131,10 @@ type Config struct {
 	// HTTPTimeouts bound the reading of HTTP requests; zero fields take
 	// the defaults (headers 5s, whole request 30s, idle 2m).
 	HTTPTimeouts HTTPTimeouts
+	// Pprof serves the Go runtime's profiles (net/http/pprof: CPU, heap,
+	// goroutines, ...) under /debug/pprof/ on the admin listener. With
+	// Auth only admins may read them: they show the process's internals.
+	Pprof bool
 }
 
 // HTTPTimeouts bound how long an HTTP listener waits for a client.
@@ -557,7 +562,23 @@ func (s *Server) routes() error {
 	s.mux.Handle("GET /metrics", telemetry.Handler(s.metrics))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Pprof {
+		s.HandleRole("/debug/pprof/", "", "/debug/pprof/", auth.Requirement{Role: auth.RoleAdmin}, pprofHandler())
+	}
 	return nil
+}
+
+// pprofHandler serves net/http/pprof's pages under /debug/pprof/: the
+// index and every named profile (heap, goroutine, ...), the CPU profile
+// and the execution trace.
+func pprofHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -27,6 +27,7 @@ type serveFlags struct {
 	brokerURL    string
 	logLevel     string
 	logFormat    string
+	pprof        bool
 	ops          opsFlags
 	sec          securityFlags
 	cluster      clusterFlags
@@ -43,6 +44,7 @@ func (f *serveFlags) register(cmd *cobra.Command, defaults serveFlags) {
 	fl.StringVar(&f.brokerURL, "broker", "", "where events live: nats://host:port[,host:port] runs on an existing JetStream cluster instead of the embedded one; kafka://host:port or amqp://user:pass@host:port/vhost points pub/sub and readiness at Kafka or RabbitMQ (Herald's own state stays in the embedded JetStream)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve Go's runtime profiles (CPU, heap, goroutines; go tool pprof) at /debug/pprof/ on --http-addr; with --auth only admins may read them")
 	f.ops.register(cmd)
 	f.sec.register(cmd)
 }
@@ -80,6 +82,7 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 		Durability:   d,
 		BrokerURL:    f.brokerURL,
 		Logger:       log,
+		Pprof:        f.pprof,
 	}
 	if cfg.Cluster, err = f.cluster.parse(); err != nil {
 		return server.Config{}, err
