@@ -97,6 +97,9 @@ type Side struct {
 // Ratio is Herald over the like-for-like raw loop, PlainRatio Herald over
 // the plain raw loop, PubRatio Herald's publishing over the plain loop's.
 type Result struct {
+	// Broker is what was measured: nats, kafka or amqp. The like-for-like
+	// raw loop (Raw, RawMsgsPerS, Ratio) runs on nats only.
+	Broker            string  `json:"broker"`
 	HeraldMsgsPerS    float64 `json:"herald_msgs_per_s"`
 	RawMsgsPerS       float64 `json:"raw_msgs_per_s"`
 	Ratio             float64 `json:"ratio"`
@@ -162,6 +165,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return Result{}, err
 	}
+	kind, err := scheme(cfg.URL)
+	if err != nil {
+		return Result{}, err
+	}
 	url := cfg.URL
 	if url == "" {
 		dir, err := os.MkdirTemp("", "herald-bench-")
@@ -177,17 +184,23 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer emb.Shutdown()
 		url = emb.ClientURL()
 	}
-	res := Result{Rate: cfg.Rate, Size: cfg.Size, Batch: cfg.Batch, Publishers: cfg.Publishers,
+	res := Result{Broker: kind, Rate: cfg.Rate, Size: cfg.Size, Batch: cfg.Batch, Publishers: cfg.Publishers,
 		DurationS: cfg.Duration.Seconds(), URL: url}
-	sides := []struct {
+	type sideRun struct {
 		name string
 		run  func(context.Context, Config, string) (Side, error)
 		out  *Side
-	}{
-		{"plain nats.go", runPlain, &res.Plain},
-		{"raw nats.go", runRaw, &res.Raw},
-		{"herald", runHerald, &res.Herald},
 	}
+	var sides []sideRun
+	switch kind {
+	case "kafka":
+		sides = []sideRun{{"plain franz-go", runKafkaPlain, &res.Plain}}
+	case "amqp":
+		sides = []sideRun{{"plain amqp091-go", runRabbitPlain, &res.Plain}}
+	default:
+		sides = []sideRun{{"plain nats.go", runPlain, &res.Plain}, {"raw nats.go", runRaw, &res.Raw}}
+	}
+	sides = append(sides, sideRun{"herald", runHerald, &res.Herald})
 	for _, sd := range sides {
 		cfg.Progress(fmt.Sprintf("%s: publishing for %v at %s", sd.name, cfg.Duration, rateText(cfg.Rate)))
 		if sd.out == &res.Herald && cfg.CPUProfile != nil {
@@ -579,6 +592,14 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	return side, nil
 }
 
+// benchGroup is the Herald side's consumer group.
+const benchGroup = "bench"
+
+// topicDeleter is the RabbitMQ adapter's DeleteTopic.
+type topicDeleter interface {
+	DeleteTopic(ctx context.Context, topic string, groups ...string) error
+}
+
 func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 	quiet := slog.New(slog.DiscardHandler)
 	c, err := herald.Connect(ctx, herald.Config{URL: url, Source: "bench", Logger: quiet})
@@ -592,11 +613,23 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(topic))                           //nolint:errcheck // best effort
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(consumer.DeadLetterTopic(topic))) //nolint:errcheck // best effort
 	}
-	if err := c.Broker().(broker.TopicManager).EnsureTopic(ctx, topic, broker.TopicConfig{Partitions: cfg.Partitions}); err != nil {
+	switch b := c.Broker().(type) {
+	case topicDeleter: // RabbitMQ: the topic's exchange, log and the group's queues
+		defer b.DeleteTopic(context.Background(), topic, benchGroup)               //nolint:errcheck // best effort
+		defer b.DeleteTopic(context.Background(), consumer.DeadLetterTopic(topic)) //nolint:errcheck // best effort
+	}
+	if kind, _ := scheme(url); kind == "kafka" {
+		defer deleteKafkaTopics(url, topic, consumer.DeadLetterTopic(topic))
+	}
+	tm, ok := c.Broker().(broker.TopicManager)
+	if !ok {
+		return Side{}, fmt.Errorf("the %T adapter cannot create topics", c.Broker())
+	}
+	if err := tm.EnsureTopic(ctx, topic, broker.TopicConfig{Partitions: cfg.Partitions}); err != nil {
 		return Side{}, err
 	}
 	rec := newRecorder(cfg.Rate * int(cfg.Duration.Seconds()+1))
-	r, err := c.Router("bench", []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet), consumer.WithKeyOrder(cfg.KeyOrder))
+	r, err := c.Router(benchGroup, []string{topic}, consumer.WithStart(broker.FromNew), consumer.WithLogger(quiet), consumer.WithKeyOrder(cfg.KeyOrder))
 	if err != nil {
 		return Side{}, err
 	}
