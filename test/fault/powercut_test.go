@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,8 +38,9 @@ import (
 //	dpkg-deb -x linux-image-6.1.0-57-amd64_*.deb /tmp/vmroot
 //	HERALD_VM_ROOT=/tmp/vmroot go test -tags fault,powercut -run TestPowerCut -count=1 -timeout 60m ./test/fault/
 //
-// With /dev/kvm the machine runs under KVM; without it under QEMU's
-// software emulation, which is slower but cuts power the same way.
+// With /dev/kvm, if a probe machine boots under it, the machine runs under
+// KVM; otherwise under QEMU's software emulation, which is slower but cuts
+// power the same way. HERALD_VM_ACCEL=tcg or kvm chooses without a probe.
 
 // TestPowerCutSyncLosesNoAckedEvent cuts the machine's power at random
 // moments under load, HERALD_POWERCUT_CYCLES times (default 20), with
@@ -157,15 +159,11 @@ func (v *vm) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", v.natsPort
 func (v *vm) start() {
 	t := v.t
 	t.Helper()
-	accel := []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	accel := tcgAccel
 	kvm := false
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil && !v.tcg {
-		f.Close()
-		// Not "max" or a plain "host": a KVM that itself runs in a virtual
-		// machine may refuse the guest's IA32_ARCH_CAPABILITIES MSR, and
-		// QEMU then aborts at boot.
+	if !v.tcg && kvmBoots(t, v.kernel) {
 		kvm = true
-		accel = []string{"-accel", "kvm", "-cpu", "host,-arch-capabilities"}
+		accel = kvmAccel
 	}
 	args := append([]string{"-machine", "q35"}, accel...)
 	args = append(args,
@@ -204,6 +202,76 @@ func (v *vm) start() {
 		}
 		return v.ready()
 	})
+}
+
+// QEMU's accelerator options. Under KVM not "max" or a plain "host": a
+// KVM that itself runs in a virtual machine may refuse the guest's
+// IA32_ARCH_CAPABILITIES MSR, and QEMU then aborts at boot.
+var (
+	tcgAccel = []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	kvmAccel = []string{"-accel", "kvm", "-cpu", "host,-arch-capabilities"}
+)
+
+var kvmProbe struct {
+	once sync.Once
+	ok   bool
+}
+
+// kvmBoots reports whether a machine boots under KVM here, found out once
+// per test process: /dev/kvm must open and the kernel must print its
+// banner on the serial console within 30 s. A nested KVM can accept the
+// machine and then run nothing (seen: no console output at all), which
+// would otherwise look like a server that never gets ready.
+// HERALD_VM_ACCEL=tcg or kvm skips the probe.
+func kvmBoots(t *testing.T, kernel string) bool {
+	t.Helper()
+	switch os.Getenv("HERALD_VM_ACCEL") {
+	case "tcg":
+		return false
+	case "kvm":
+		return true
+	}
+	kvmProbe.once.Do(func() {
+		f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+		if err != nil {
+			t.Logf("no KVM (%v): the machine runs under software emulation", err)
+			return
+		}
+		f.Close()
+		args := append([]string{"-machine", "q35"}, kvmAccel...)
+		args = append(args, "-smp", "1", "-m", "256", "-kernel", kernel, "-append", "console=ttyS0 panic=-1",
+			"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot")
+		cmd := exec.Command("qemu-system-x86_64", args...)
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Logf("KVM probe: %v; the machine runs under software emulation", err)
+			return
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		deadline := time.After(30 * time.Second)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for !kvmProbe.ok {
+			select {
+			case <-exited:
+				t.Logf("the KVM probe machine stopped (%v): the machine runs under software emulation; its output:\n%s", cmd.ProcessState, tail(out.String(), 1000))
+				return
+			case <-deadline:
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Logf("under KVM the kernel printed nothing in 30 s: the machine runs under software emulation; QEMU's output:\n%s", tail(out.String(), 1000))
+				return
+			case <-tick.C:
+				kvmProbe.ok = strings.Contains(out.String(), "Linux version")
+			}
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Log("the machine runs under KVM")
+	})
+	return kvmProbe.ok
 }
 
 func (v *vm) ready() bool {

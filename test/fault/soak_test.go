@@ -94,7 +94,9 @@ func TestSoak(t *testing.T) {
 			sk.failures.Add(1)
 			return fmt.Errorf("soak: event %d fails on purpose", n)
 		}
-		sk.handled.set(n)
+		if !sk.handled.set(n) {
+			sk.duplicates.Add(1)
+		}
 		sk.handledCount.Add(1)
 		return nil
 	})
@@ -191,8 +193,9 @@ func TestSoak(t *testing.T) {
 
 	sum := soakSummary{
 		DurationS: time.Since(began).Seconds(), ProbeRate: maxRate, Rate: rate,
-		Acked: want, Handled: int(sk.handledCount.Load()), DeadLettered: dead, PublishFailures: int(pub.fails.Load()),
-		First: avgSample(first), Last: avgSample(last),
+		Acked: want, Handled: int(sk.handledCount.Load()), Duplicates: int(sk.duplicates.Load()), DeadLettered: dead,
+		PublishFailures: int(pub.fails.Load()),
+		First:           avgSample(first), Last: avgSample(last),
 	}
 	b2, _ := json.MarshalIndent(sum, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, "summary.json"), b2, 0o644); err != nil {
@@ -226,7 +229,8 @@ type soakState struct {
 	next         atomic.Int64
 	acked        *bitset
 	handled      *bitset
-	handledCount atomic.Int64
+	handledCount atomic.Int64 // handler successes, redeliveries included
+	duplicates   atomic.Int64 // successes for an event handled before
 	failures     atomic.Int64
 }
 
@@ -274,11 +278,13 @@ func (sk *soakState) publish(ctx context.Context, c *herald.Client, topic string
 					cancelCall()
 					if err == nil {
 						for i := range evs {
-							sk.acked.set(first + int64(i))
+							_ = sk.acked.set(first + int64(i))
 						}
 						break
 					}
-					l.fails.Add(1)
+					if lctx.Err() == nil { // not the stop's own cancellation
+						l.fails.Add(1)
+					}
 					sleepCtx(lctx, 50*time.Millisecond)
 				}
 				if interval > 0 {
@@ -312,14 +318,18 @@ type bitset struct {
 
 func newBitset(capacity int) *bitset { return &bitset{words: make([]uint64, capacity/64+1)} }
 
-func (s *bitset) set(n int64) {
+// set adds n and reports whether it was new.
+func (s *bitset) set(n int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := int(n / 64)
 	for w >= len(s.words) {
 		s.words = append(s.words, make([]uint64, len(s.words))...)
 	}
-	s.words[w] |= 1 << (n % 64)
+	bit := uint64(1) << (n % 64)
+	fresh := s.words[w]&bit == 0
+	s.words[w] |= bit
+	return fresh
 }
 
 func (s *bitset) has(n int64) bool {
@@ -467,6 +477,7 @@ type soakSummary struct {
 	Rate            float64       `json:"soak_events_per_s"`
 	Acked           int           `json:"acked"`
 	Handled         int           `json:"handled"`
+	Duplicates      int           `json:"duplicates_handled"`
 	DeadLettered    int           `json:"dead_lettered"`
 	PublishFailures int           `json:"publish_failures"`
 	First           soakSampleOut `json:"after_warmup"`
