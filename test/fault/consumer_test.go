@@ -86,9 +86,21 @@ func TestKillConsumersKeepsKeyOrder(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "handled.log")
 	args := []string{"-url", srv.state.NATSURL, "-topic", topic, "-group", "ordered", "-log", logFile}
 	procs := make([]*consumerProc, replicas)
+	var all []*consumerProc // every process started, killed ones included
 	for i := range procs {
 		procs[i] = startConsumer(t, consumerBin, args...)
+		all = append(all, procs[i])
 	}
+	// On a failure, what the instances logged (a member that stopped
+	// waiting for deliveries says so) tells which handover broke order.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, p := range all {
+			t.Logf("faultconsumer pid %d (%v), last output:\n%s", p.cmd.Process.Pid, p.cmd.ProcessState, tail(p.out.String(), 3000))
+		}
+	})
 
 	c, err := herald.Connect(ctx, herald.Config{URL: srv.state.NATSURL, Source: "fault"})
 	if err != nil {
@@ -138,6 +150,7 @@ func TestKillConsumersKeepsKeyOrder(t *testing.T) {
 		i := rnd.IntN(replicas)
 		procs[i].kill(t)
 		procs[i] = startConsumer(t, consumerBin, args...)
+		all = append(all, procs[i])
 	}
 	<-published
 	wg.Wait()

@@ -317,13 +317,6 @@ func (v *vm) stop() {
 	<-v.exited
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
 // freePort returns a loopback TCP port nobody listened on a moment ago;
 // QEMU's forwards take it for the whole test.
 func freePort(t *testing.T) int {

@@ -234,6 +234,14 @@ func waitFor(t *testing.T, within time.Duration, what func() string, cond func()
 	}
 }
 
+// tail returns the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
 // envInt reads a positive integer from the environment.
 func envInt(t *testing.T, name string, def int) int {
 	t.Helper()
