@@ -2,11 +2,11 @@ package e2ebench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -102,40 +102,20 @@ func runKafkaPlain(ctx context.Context, cfg Config, url string) (Side, error) {
 		cons.Close()
 	}()
 
-	var (
-		failed   atomic.Int64
-		firstErr atomic.Pointer[error]
-	)
-	plain := cfg
-	plain.Publishers = 1
-	start := time.Now()
-	sent, _, err := publishAll(ctx, plain, func(first, n int) error {
-		for i := first; i < first+n; i++ {
-			p := make([]byte, cfg.Size)
-			payload(p, i)
-			prod.Produce(ctx, &kgo.Record{Key: []byte("k" + strconv.Itoa(i%cfg.Keys)), Value: p}, func(_ *kgo.Record, err error) {
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
-				}
-			})
-		}
+	var failed failures
+	return plainLoop(ctx, cfg, rec, func(i int, p []byte) error {
+		prod.Produce(ctx, &kgo.Record{Key: []byte("k" + strconv.Itoa(i%cfg.Keys)), Value: p}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.add(err)
+			}
+		})
 		return nil
+	}, func(sent int) error {
+		if err := prod.Flush(ctx); err != nil {
+			return err
+		}
+		return failed.err(sent, "records")
 	})
-	if err != nil {
-		return Side{}, err
-	}
-	if err := prod.Flush(ctx); err != nil {
-		return Side{}, err
-	}
-	took := time.Since(start)
-	if n := failed.Load(); n > 0 {
-		return Side{}, fmt.Errorf("%d of %d records not acknowledged, the first: %w", n, sent, *firstErr.Load())
-	}
-	drain(ctx, rec, sent)
-	side := rec.side(sent, start)
-	side.PubMsgsPerS = float64(sent) / took.Seconds()
-	return side, nil
 }
 
 // runRabbitPlain is the fastest loop of the raw amqp091-go client for what
@@ -197,43 +177,31 @@ func runRabbitPlain(ctx context.Context, cfg Config, url string) (Side, error) {
 	// bounds how many are outstanding.
 	window := make(chan *amqp.DeferredConfirmation, plainPending)
 	var (
-		nacked    atomic.Int64
+		failed    failures
 		confirmed sync.WaitGroup
 	)
 	confirmed.Go(func() {
 		for dc := range window {
-			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-				nacked.Add(1)
+			ok, err := dc.WaitContext(ctx)
+			if err == nil && !ok {
+				err = errors.New("nacked by the broker")
 			}
-		}
-	})
-	plain := cfg
-	plain.Publishers = 1
-	start := time.Now()
-	sent, _, err := publishAll(ctx, plain, func(first, n int) error {
-		for i := first; i < first+n; i++ {
-			p := make([]byte, cfg.Size)
-			payload(p, i)
-			dc, err := pch.PublishWithDeferredConfirmWithContext(ctx, "", name, false, false,
-				amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: p})
 			if err != nil {
-				return err
+				failed.add(err)
 			}
-			window <- dc
 		}
-		return nil
 	})
-	close(window)
-	confirmed.Wait()
-	if err != nil {
-		return Side{}, err
-	}
-	took := time.Since(start)
-	if n := nacked.Load(); n > 0 {
-		return Side{}, fmt.Errorf("%d of %d messages not confirmed", n, sent)
-	}
-	drain(ctx, rec, sent)
-	side := rec.side(sent, start)
-	side.PubMsgsPerS = float64(sent) / took.Seconds()
-	return side, nil
+	return plainLoop(ctx, cfg, rec, func(_ int, p []byte) error {
+		dc, err := pch.PublishWithDeferredConfirmWithContext(ctx, "", name, false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: p})
+		if err != nil {
+			return err
+		}
+		window <- dc
+		return nil
+	}, func(sent int) error {
+		close(window)
+		confirmed.Wait()
+		return failed.err(sent, "messages")
+	})
 }

@@ -40,20 +40,7 @@ func checkBrokerRun(t *testing.T, url, kind string) {
 	if res.Broker != kind {
 		t.Errorf("broker %q, want %q", res.Broker, kind)
 	}
-	for _, s := range []struct {
-		name string
-		side Side
-	}{{"plain", res.Plain}, {"herald", res.Herald}} {
-		if s.side.Published == 0 {
-			t.Errorf("%s: published nothing", s.name)
-		}
-		if s.side.Lost != 0 || s.side.Handled != s.side.Published {
-			t.Errorf("%s: published %d, handled %d, lost %d", s.name, s.side.Published, s.side.Handled, s.side.Lost)
-		}
-		if s.side.PubMsgsPerS <= 0 || s.side.MsgsPerS <= 0 || s.side.P99us <= 0 {
-			t.Errorf("%s: figures missing: %+v", s.name, s.side)
-		}
-	}
+	checkSides(t, map[string]Side{"plain": res.Plain, "herald": res.Herald})
 	if res.Raw.Published != 0 || res.RawMsgsPerS != 0 || res.Ratio != 0 {
 		t.Errorf("the like-for-like raw loop ran on %s: %+v", kind, res.Raw)
 	}

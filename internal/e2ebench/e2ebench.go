@@ -200,7 +200,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	default:
 		sides = []sideRun{{"plain nats.go", runPlain, &res.Plain}, {"raw nats.go", runRaw, &res.Raw}}
 	}
-	sides = append(sides, sideRun{"herald", runHerald, &res.Herald})
+	sides = append(sides, sideRun{"herald", func(ctx context.Context, cfg Config, url string) (Side, error) {
+		return runHerald(ctx, cfg, url, kind)
+	}, &res.Herald})
 	for _, sd := range sides {
 		cfg.Progress(fmt.Sprintf("%s: publishing for %v at %s", sd.name, cfg.Duration, rateText(cfg.Rate)))
 		if sd.out == &res.Herald && cfg.CPUProfile != nil {
@@ -448,15 +450,9 @@ func runPlain(ctx context.Context, cfg Config, url string) (Side, error) {
 		return Side{}, err
 	}
 	defer nc.Close()
-	var (
-		failed   atomic.Int64
-		firstErr atomic.Pointer[error]
-	)
+	var failed failures
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(plainPending),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			failed.Add(1)
-			firstErr.CompareAndSwap(nil, &err)
-		}))
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) { failed.add(err) }))
 	if err != nil {
 		return Side{}, err
 	}
@@ -484,6 +480,24 @@ func runPlain(ctx context.Context, cfg Config, url string) (Side, error) {
 	for k := range subjects {
 		subjects[k] = name + "." + strconv.Itoa(k) + ".bench"
 	}
+	return plainLoop(ctx, cfg, rec, func(i int, p []byte) error {
+		_, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%len(subjects)], Data: p}, jetstream.WithStallWait(time.Minute))
+		return err
+	}, func(sent int) error {
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return failed.err(sent, "publishes")
+	})
+}
+
+// plainLoop publishes cfg's events with send, one call per event with a
+// fresh payload, from one publisher as the plain loops do; settle then
+// waits until the broker confirmed every publish (an error if it did not),
+// and the side is measured once rec saw every event.
+func plainLoop(ctx context.Context, cfg Config, rec *recorder, send func(i int, p []byte) error, settle func(sent int) error) (Side, error) {
 	plain := cfg
 	plain.Publishers = 1
 	start := time.Now()
@@ -491,28 +505,46 @@ func runPlain(ctx context.Context, cfg Config, url string) (Side, error) {
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
 			payload(p, i)
-			if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%len(subjects)], Data: p}, jetstream.WithStallWait(time.Minute)); err != nil {
+			if err := send(i, p); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	// Settled even after an error, so nothing waits on the confirmations
+	// after the side returned.
+	if serr := settle(sent); err == nil {
+		err = serr
+	}
 	if err != nil {
 		return Side{}, err
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return Side{}, ctx.Err()
-	}
 	took := time.Since(start)
-	if n := failed.Load(); n > 0 {
-		return Side{}, fmt.Errorf("%d of %d publishes not confirmed, the first: %w", n, sent, *firstErr.Load())
-	}
 	drain(ctx, rec, sent)
 	side := rec.side(sent, start)
 	side.PubMsgsPerS = float64(sent) / took.Seconds()
 	return side, nil
+}
+
+// failures counts the publishes a broker refused and keeps the first
+// reason.
+type failures struct {
+	n     atomic.Int64
+	first atomic.Pointer[error]
+}
+
+func (f *failures) add(err error) {
+	f.n.Add(1)
+	f.first.CompareAndSwap(nil, &err)
+}
+
+// err reports the failures among sent publishes (what names them), or nil.
+func (f *failures) err(sent int, what string) error {
+	n := f.n.Load()
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d %s not confirmed, the first: %w", n, sent, what, *f.first.Load())
 }
 
 func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
@@ -600,7 +632,8 @@ type topicDeleter interface {
 	DeleteTopic(ctx context.Context, topic string, groups ...string) error
 }
 
-func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
+// runHerald measures the SDK on the broker url names, of kind (see scheme).
+func runHerald(ctx context.Context, cfg Config, url, kind string) (Side, error) {
 	quiet := slog.New(slog.DiscardHandler)
 	c, err := herald.Connect(ctx, herald.Config{URL: url, Source: "bench", Logger: quiet})
 	if err != nil {
@@ -613,12 +646,11 @@ func runHerald(ctx context.Context, cfg Config, url string) (Side, error) {
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(topic))                           //nolint:errcheck // best effort
 		defer nb.JetStream().DeleteStream(context.Background(), natsjs.StreamName(consumer.DeadLetterTopic(topic))) //nolint:errcheck // best effort
 	}
-	switch b := c.Broker().(type) {
-	case topicDeleter: // RabbitMQ: the topic's exchange, log and the group's queues
+	if b, ok := c.Broker().(topicDeleter); ok { // RabbitMQ: the topic's exchange, log and the group's queues
 		defer b.DeleteTopic(context.Background(), topic, benchGroup)               //nolint:errcheck // best effort
 		defer b.DeleteTopic(context.Background(), consumer.DeadLetterTopic(topic)) //nolint:errcheck // best effort
 	}
-	if kind, _ := scheme(url); kind == "kafka" {
+	if kind == "kafka" {
 		defer deleteKafkaTopics(url, topic, consumer.DeadLetterTopic(topic))
 	}
 	tm, ok := c.Broker().(broker.TopicManager)

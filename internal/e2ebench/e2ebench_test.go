@@ -19,20 +19,7 @@ func TestRunCountsEveryEvent(t *testing.T) {
 	if prof.Len() == 0 {
 		t.Error("no CPU profile written")
 	}
-	for _, s := range []struct {
-		name string
-		side Side
-	}{{"plain", res.Plain}, {"raw", res.Raw}, {"herald", res.Herald}} {
-		if s.side.Published == 0 {
-			t.Errorf("%s: published nothing", s.name)
-		}
-		if s.side.Lost != 0 || s.side.Handled != s.side.Published {
-			t.Errorf("%s: published %d, handled %d, lost %d", s.name, s.side.Published, s.side.Handled, s.side.Lost)
-		}
-		if s.side.PubMsgsPerS <= 0 || s.side.MsgsPerS <= 0 || s.side.P99us <= 0 {
-			t.Errorf("%s: figures missing: %+v", s.name, s.side)
-		}
-	}
+	checkSides(t, map[string]Side{"plain": res.Plain, "raw": res.Raw, "herald": res.Herald})
 	if res.PlainRatio != res.Herald.MsgsPerS/res.Plain.MsgsPerS || res.PubRatio != res.Herald.PubMsgsPerS/res.Plain.PubMsgsPerS {
 		t.Errorf("ratios %v %v do not match the sides %+v / %+v", res.PlainRatio, res.PubRatio, res.Herald, res.Plain)
 	}
@@ -87,6 +74,23 @@ func TestPublishAllNumbersWithoutGaps(t *testing.T) {
 	for i, ok := range got {
 		if !ok {
 			t.Fatalf("event number %d never sent (sent %d)", i, sent)
+		}
+	}
+}
+
+// checkSides fails unless every side published, handled each event once,
+// lost none and has its figures.
+func checkSides(t *testing.T, sides map[string]Side) {
+	t.Helper()
+	for name, side := range sides {
+		if side.Published == 0 {
+			t.Errorf("%s: published nothing", name)
+		}
+		if side.Lost != 0 || side.Handled != side.Published {
+			t.Errorf("%s: published %d, handled %d, lost %d", name, side.Published, side.Handled, side.Lost)
+		}
+		if side.PubMsgsPerS <= 0 || side.MsgsPerS <= 0 || side.P99us <= 0 {
+			t.Errorf("%s: figures missing: %+v", name, side)
 		}
 	}
 }

@@ -256,6 +256,20 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
+// envDuration reads a positive duration from the environment.
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: want a positive duration", name, v)
+	}
+	return d
+}
+
 // newRand returns a random source seeded from HERALD_FAULT_SEED or the
 // clock, and logs the seed so a run can be repeated.
 func newRand(t *testing.T) *rand.Rand {

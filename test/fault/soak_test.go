@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
@@ -176,10 +178,17 @@ func TestSoak(t *testing.T) {
 			wantDead++
 		}
 	})
-	var missing []int64
-	dead := 0
+	var (
+		missing []int64
+		dead    int
+		deadErr error
+	)
 	waitFor(t, 3*time.Minute, func() string {
-		return fmt.Sprintf("every acked event handled or dead-lettered: %d missing (first %v), %d of %d dead letters", len(missing), missing[:min(len(missing), 5)], dead, wantDead)
+		msg := fmt.Sprintf("every acked event handled or dead-lettered: %d missing (first %v), %d of %d dead letters", len(missing), missing[:min(len(missing), 5)], dead, wantDead)
+		if deadErr != nil {
+			msg += fmt.Sprintf(" (counting them: %v)", deadErr)
+		}
+		return msg
 	}, func() bool {
 		missing = missing[:0]
 		sk.acked.each(func(n int64) {
@@ -187,7 +196,7 @@ func TestSoak(t *testing.T) {
 				missing = append(missing, n)
 			}
 		})
-		dead = streamMsgs(t, b, consumer.DeadLetterTopic(topic))
+		dead, deadErr = streamMsgs(t.Context(), b, consumer.DeadLetterTopic(topic))
 		return len(missing) == 0 && dead >= wantDead
 	})
 
@@ -453,22 +462,21 @@ func fetch(t *testing.T, url, path string) {
 	}
 }
 
-// streamMsgs is how many messages topic's stream holds (0 if it does not
-// exist yet).
-func streamMsgs(t *testing.T, b *natsjs.Broker, topic string) int {
-	t.Helper()
-	s, err := b.JetStream().Stream(t.Context(), natsjs.StreamName(topic))
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			t.Fatal(err)
-		}
-		return 0
+// streamMsgs is how many messages topic's stream holds: 0 and no error if
+// the stream does not exist yet.
+func streamMsgs(ctx context.Context, b *natsjs.Broker, topic string) (int, error) {
+	s, err := b.JetStream().Stream(ctx, natsjs.StreamName(topic))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
 	}
-	info, err := s.Info(t.Context())
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	return int(info.State.Msgs)
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int(info.State.Msgs), nil
 }
 
 type soakSummary struct {
@@ -514,17 +522,3 @@ func avgSample(ss []soakSample) soakSampleOut {
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
-
-// envDuration reads a positive duration from the environment.
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		t.Fatalf("%s=%q: want a positive duration", name, v)
-	}
-	return d
-}
