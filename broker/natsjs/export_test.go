@@ -2,3 +2,10 @@ package natsjs
 
 // CommittedBatches returns how many group-commit batches b committed whole.
 func CommittedBatches(b *Broker) uint64 { return b.batches.Load() }
+
+// FailResets makes b refuse its next n consumer resets.
+func FailResets(b *Broker, n int32) { b.failResets.Store(n) }
+
+// ResetsToFail returns how many of the resets FailResets asked for are
+// still to be refused.
+func ResetsToFail(b *Broker) int32 { return b.failResets.Load() }

@@ -78,6 +78,8 @@ type Broker struct {
 	fastBatch   bool
 	// batches counts the batches committed whole, for tests.
 	batches atomic.Uint64
+	// failResets is how many consumer resets to refuse, for tests.
+	failResets atomic.Int32
 	// foreignTypes: event types of foreign messages by topic (foreign.go).
 	foreignTypes map[string]string
 

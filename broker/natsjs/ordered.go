@@ -483,8 +483,8 @@ func (s *orderedSub) acquire(part *partition, prev *partition) {
 }
 
 // giveBackRecord puts back the handover record that take replaced, for a
-// partition taken but never consumed. Called with s.mu held; it is one
-// short request, made only when a release raced the acquisition.
+// partition taken but never consumed: a release raced the acquisition, or
+// the consumer could not be reset or started. It is one short request.
 func (s *orderedSub) giveBackRecord(p int, rev uint64, old []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -591,8 +591,12 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, pending pendi
 	if err != nil {
 		return false, 0, nil, pendingAtTake{} // another member took it first, or the server is away
 	}
-	if reset {
-		s.resetToAckFloor(p)
+	if reset && !s.resetToAckFloor(p) {
+		// Consuming without the reset would start past the deliveries
+		// the previous owner left pending: give the partition back and
+		// try again.
+		s.giveBackRecord(p, rev, old)
+		return false, 0, nil, pendingAtTake{}
 	}
 	if pending.others > 0 {
 		s.b.log.Info("natsjs: took over a partition with deliveries that never reached its previous member; holding what arrives until they came",
@@ -619,25 +623,35 @@ func (s *orderedSub) handoverKey(p int) string {
 }
 
 // resetToAckFloor makes partition p's consumer deliver again from its
-// first unacknowledged event. On servers before 2.14, which cannot reset a
-// consumer, the pending deliveries come back in the order their ack waits
-// ran out.
-func (s *orderedSub) resetToAckFloor(p int) {
+// first unacknowledged event, and reports whether the partition may be
+// consumed now: false if the reset failed. On servers before 2.14, which
+// cannot reset a consumer, the pending deliveries come back in the order
+// their ack waits ran out.
+func (s *orderedSub) resetToAckFloor(p int) bool {
 	name := PartitionConsumerName(s.opts.Group, p)
 	if !s.b.reset {
 		s.b.log.Warn("natsjs: a member of the group stopped without settling its deliveries; the server cannot reset the partition to its first unacknowledged event (needs NATS 2.14 or later), so they are redelivered in the order their ack waits end",
 			"topic", s.si.topic, "group", s.opts.Group, "partition", p)
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := s.b.js.ResetConsumer(ctx, s.si.name, name)
+	var (
+		resp *jetstream.ConsumerResetResponse
+		err  error
+	)
+	if n := s.b.failResets.Load(); n > 0 && s.b.failResets.CompareAndSwap(n, n-1) {
+		err = errors.New("refused by the test")
+	} else {
+		resp, err = s.b.js.ResetConsumer(ctx, s.si.name, name)
+	}
 	if err != nil {
-		s.b.log.Warn("natsjs: reset partition to its first unacknowledged event", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
-		return
+		s.b.log.Warn("natsjs: reset partition to its first unacknowledged event; trying again", "topic", s.si.topic, "group", s.opts.Group, "partition", p, "error", err)
+		return false
 	}
 	s.b.log.Info("natsjs: took over a partition whose previous member did not settle or give back all of its deliveries; delivering again from its first unacknowledged event",
 		"topic", s.si.topic, "group", s.opts.Group, "partition", p, "seq", resp.ResetSeq)
+	return true
 }
 
 func (s *orderedSub) receiver(part *partition) jetstream.MessageHandler {

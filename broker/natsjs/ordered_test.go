@@ -13,9 +13,20 @@ import (
 // TestCrashTakeoverKeepsStreamOrder kills the owner of a key-ordered
 // partition after it extended the ack wait of its first delivery but not of
 // the later ones, so on the server the later ones are due first. The member
-// that takes the partition over still gets the events in stream order.
+// that takes the partition over still gets the events in stream order, also
+// when its first resets of the partition's consumer fail: it must not
+// consume before a reset went through.
 func TestCrashTakeoverKeepsStreamOrder(t *testing.T) {
 	t.Parallel()
+	for name, failResets := range map[string]int32{"reset": 0, "first resets fail": 3} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			crashTakeover(t, failResets)
+		})
+	}
+}
+
+func crashTakeover(t *testing.T, failResets int32) {
 	e := embedded(t, natsjs.EmbeddedConfig{})
 	ctx := t.Context()
 	const topic = "takeover"
@@ -48,6 +59,7 @@ func TestCrashTakeoverKeepsStreamOrder(t *testing.T) {
 	owner.Conn().Close() // a crash: no unpin, no leave, no acks
 
 	heir := newBroker(t, natsjs.WithEmbedded(e))
+	natsjs.FailResets(heir, failResets)
 	sub2 := mustSubscribe(t, heir, topic, opts)
 	for want := 1; want <= 3; want++ {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -62,5 +74,8 @@ func TestCrashTakeoverKeepsStreamOrder(t *testing.T) {
 		if err := d.Ack(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if n := natsjs.ResetsToFail(heir); n != 0 {
+		t.Fatalf("%d of the %d refused resets were never tried: the takeover did not reset", n, failResets)
 	}
 }
