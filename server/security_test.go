@@ -34,6 +34,12 @@ import (
 // secureServer starts a server with TLS (a throwaway CA) and auth on.
 func secureServer(t testing.TB, mtls bool) (*server.Server, auth.DevTLS) {
 	t.Helper()
+	return secureServerWith(t, mtls, server.Config{})
+}
+
+// secureServerWith is secureServer with cfg's other settings.
+func secureServerWith(t testing.TB, mtls bool, cfg server.Config) (*server.Server, auth.DevTLS) {
+	t.Helper()
 	dir := t.TempDir()
 	dev, err := auth.GenerateDevTLS(filepath.Join(dir, "tls"))
 	if err != nil {
@@ -43,7 +49,8 @@ func secureServer(t testing.TB, mtls bool) (*server.Server, auth.DevTLS) {
 	if mtls {
 		files.ClientCAFile = dev.CAFile
 	}
-	srv := servertest.Start(t, server.Config{DataDir: filepath.Join(dir, "data"), TLS: files, Auth: true})
+	cfg.DataDir, cfg.TLS, cfg.Auth = filepath.Join(dir, "data"), files, true
+	srv := servertest.Start(t, cfg)
 	return srv, dev
 }
 
@@ -589,20 +596,8 @@ func TestSDKRunsWithServiceCredentials(t *testing.T) {
 	_, payPath := mint(t, ahc, srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "payments",
 		Publish: []string{"shop.payments"}, Subscribe: []string{"shop.orders"}})
 	_, ordPath := mint(t, ahc, srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "orders", Publish: []string{"shop.orders"}})
-	tc, err := credentials.TLSConfig(dev.CAFile, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	orders, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Credentials: ordPath, TLS: tc, Source: "orders"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = orders.Close() })
-	payments, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Credentials: payPath, TLS: tc, Source: "payments"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = payments.Close() })
+	orders := connectService(t, srv, dev, ordPath, "orders")
+	payments := connectService(t, srv, dev, payPath, "payments")
 
 	r, err := payments.Router("payments", []string{"shop.orders"}, consumer.WithoutRetry(), consumer.WithStart(broker.FromFirst))
 	if err != nil {
@@ -668,5 +663,42 @@ func TestConfluentClientBasicAuth(t *testing.T) {
 	bad, _ := sr.NewClient(sr.URLs(srv.RegistryURL()), sr.HTTPClient(hc), sr.BasicAuth(svc.Name(), "hrd_wrong"))
 	if _, err := bad.Subjects(t.Context()); err == nil {
 		t.Fatal("a wrong password was accepted")
+	}
+}
+
+// connectService connects the SDK to srv with the service credentials at
+// path, trusting dev's CA.
+func connectService(t *testing.T, srv *server.Server, dev auth.DevTLS, path, source string) *herald.Client {
+	t.Helper()
+	tc, err := credentials.TLSConfig(dev.CAFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := herald.Connect(t.Context(), herald.Config{URL: srv.NATSURL(), Credentials: path, TLS: tc, Source: source})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestServiceGroupCommitsOnSyncServer: a service whose credentials allow
+// only its own topics still learns that the server fsyncs (durability
+// sync) and group-commits its publishes.
+func TestServiceGroupCommitsOnSyncServer(t *testing.T) {
+	t.Parallel()
+	srv, dev := secureServerWith(t, false, server.Config{Durability: natsjs.Sync})
+	admin, _ := loadCredsFile(t, srv.AdminCredsPath())
+	_, ordPath := mint(t, httpClient(t, dev, admin), srv, "/api/v1/auth/services", auth.ServiceSpec{Name: "orders", Publish: []string{"shop.orders"}})
+	orders := connectService(t, srv, dev, ordPath, "orders")
+	if nb, ok := orders.Broker().(*natsjs.Broker); !ok || !nb.GroupCommit() {
+		t.Fatalf("a service on a sync server does not group-commit (%T)", orders.Broker())
+	}
+	var evs []*event.Event
+	for range 50 {
+		evs = append(evs, event.New("", "shop.order.placed.v1", []byte(`{}`)))
+	}
+	if err := orders.PublishTo(t.Context(), "shop.orders", evs...); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -353,6 +353,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
+		// Clients over the network learn the durability here: with
+		// sync they group-commit their publishes.
+		if _, err := natsjs.AnswerServerInfo(s.broker.Conn(), natsjs.ServerInfo{Durability: s.cfg.Durability}); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 	}
 	if err := s.openEvents(ctx); err != nil {
 		return err

@@ -26,7 +26,7 @@ const (
 
 func benchEnv(b *testing.B, d natsjs.Durability) (*natsjs.Embedded, *natsjs.Broker, jetstream.JetStream) {
 	b.Helper()
-	e := embedded(b, natsjs.EmbeddedConfig{Durability: d})
+	e := embedded(b, natsjs.EmbeddedConfig{Durability: d, Addr: "127.0.0.1:0"})
 	hb := newBroker(b, natsjs.WithEmbedded(e))
 	nc, err := e.Connect()
 	if err != nil {
@@ -218,6 +218,12 @@ func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
 	e, _, js := benchEnv(b, d)
 	gc := newBroker(b, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true))
 	nogc := newBroker(b, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(false))
+	// A client over loopback TCP, as of herald serve: group commit by
+	// default where the server says it fsyncs.
+	if _, err := natsjs.AnswerServerInfo(gc.Conn(), natsjs.ServerInfo{Durability: d}); err != nil {
+		b.Fatal(err)
+	}
+	net := newBroker(b, natsjs.WithURL(e.ClientURL()))
 	data := payload()
 	for _, shape := range []struct{ publishers, perCall int }{{64, 1}, {16, 100}} {
 		name := fmt.Sprintf("%s/p%d-n%d", d, shape.publishers, shape.perCall)
@@ -270,7 +276,7 @@ func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
 		for _, side := range []struct {
 			name string
 			b    *natsjs.Broker
-		}{{"herald", gc}, {"herald-nogc", nogc}} {
+		}{{"herald", gc}, {"herald-nogc", nogc}, {"herald-tcp", net}} {
 			b.Run(name+"/"+side.name, func(b *testing.B) {
 				topic := benchName("heraldp")
 				if err := side.b.EnsureTopic(context.Background(), topic, broker.TopicConfig{}); err != nil {

@@ -59,14 +59,32 @@ func TestGroupCommitConcurrentPublishers(t *testing.T) {
 	for _, d := range []natsjs.Durability{natsjs.Sync, natsjs.Fast} {
 		t.Run(string(d), func(t *testing.T) {
 			t.Parallel()
-			testGroupCommitConcurrent(t, d)
+			e := embedded(t, natsjs.EmbeddedConfig{Durability: d})
+			testGroupCommitConcurrent(t, newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2})))
 		})
 	}
+	// Over the network, group commit is on by default where the server
+	// says it fsyncs (as herald serve --durability sync does), and off
+	// where it says nothing.
+	t.Run("sync over the network", func(t *testing.T) {
+		t.Parallel()
+		e := embedded(t, natsjs.EmbeddedConfig{Durability: natsjs.Sync, Addr: "127.0.0.1:0"})
+		plain := newBroker(t, natsjs.WithURL(e.ClientURL()))
+		if plain.GroupCommit() {
+			t.Fatal("group commit on against a server that does not say its durability")
+		}
+		if _, err := natsjs.AnswerServerInfo(newBroker(t, natsjs.WithEmbedded(e)).Conn(), natsjs.ServerInfo{Durability: natsjs.Sync}); err != nil {
+			t.Fatal(err)
+		}
+		b := newBroker(t, natsjs.WithURL(e.ClientURL()), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2}))
+		if !b.GroupCommit() {
+			t.Fatal("group commit off against a server that says it fsyncs")
+		}
+		testGroupCommitConcurrent(t, b)
+	})
 }
 
-func testGroupCommitConcurrent(t *testing.T, d natsjs.Durability) {
-	e := embedded(t, natsjs.EmbeddedConfig{Durability: d})
-	b := newBroker(t, natsjs.WithEmbedded(e), natsjs.WithGroupCommit(true), natsjs.WithTopicDefaults(broker.TopicConfig{Partitions: 2}))
+func testGroupCommitConcurrent(t *testing.T, b *natsjs.Broker) {
 	topic := "gc_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	const publishers, calls, perCall = 16, 20, 5
 	var wg sync.WaitGroup

@@ -227,8 +227,8 @@ func WithMaxPending(n int) Option {
 // message by message from the first message not confirmed, so each message
 // gets its own outcome and duplicates are still dropped by id.
 //
-// Default: on with an embedded server of Sync durability (WithEmbedded),
-// off otherwise. Fast batches measure within a few per cent of message by
+// Default: on with a server of Sync durability, embedded (WithEmbedded)
+// or a Herald server that says so on ServerInfoSubject; off otherwise. Fast batches measure within a few per cent of message by
 // message publishing (BENCHMARKS.md), so Fast durability does not turn
 // them on by itself.
 func WithGroupCommit(on bool) Option {
@@ -330,6 +330,13 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 		b.groupCommit = *c.groupCommit
 	case c.emb != nil:
 		b.groupCommit = c.emb.Durability() == Sync
+	default:
+		// Over the network: a Herald server says its durability.
+		info, ok, err := askServerInfo(ctx, b.nc)
+		if err != nil {
+			b.log.Debug("natsjs: ask the server its durability; publishing message by message", "subject", ServerInfoSubject, "error", err)
+		}
+		b.groupCommit = ok && info.Durability == Sync
 	}
 	b.groupCommit = b.groupCommit && serverAtLeast(v, 2, 12, 0)
 	// With Fast durability nothing is fsynced per message, so atomic
@@ -429,6 +436,10 @@ func redactURL(u string) string {
 
 // Conn returns the NATS connection.
 func (b *Broker) Conn() *nats.Conn { return b.nc }
+
+// GroupCommit reports whether concurrent publishes to a topic are
+// committed together (WithGroupCommit).
+func (b *Broker) GroupCommit() bool { return b.groupCommit }
 
 // JetStream returns the JetStream context, for KV buckets and the like.
 func (b *Broker) JetStream() jetstream.JetStream { return b.js }

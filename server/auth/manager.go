@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/credentials"
 )
 
@@ -240,7 +241,7 @@ func (m *Manager) perms(e *Entry) *jwt.Permissions {
 		return nil
 	}
 	p := &jwt.Permissions{}
-	p.Pub.Allow = []string{"$JS.API.INFO"}
+	p.Pub.Allow = []string{"$JS.API.INFO", natsjs.ServerInfoSubject}
 	p.Sub.Allow = []string{InboxPrefix(e.Name) + ".>"}
 	return p
 }

@@ -68,7 +68,7 @@ func ServicePermissions(inbox string, publish, subscribe []string) *jwt.Permissi
 			}
 		}
 	}
-	add("$JS.API.INFO")
+	add("$JS.API.INFO", natsjs.ServerInfoSubject)
 	for _, t := range publish {
 		st := natsjs.StreamName(t)
 		add(st+".>", "$JS.API.STREAM.INFO."+st)
