@@ -228,9 +228,10 @@ func WithMaxPending(n int) Option {
 // gets its own outcome and duplicates are still dropped by id.
 //
 // Default: on with a server of Sync durability, embedded (WithEmbedded)
-// or a Herald server that says so on ServerInfoSubject; off otherwise. Fast batches measure within a few per cent of message by
-// message publishing (BENCHMARKS.md), so Fast durability does not turn
-// them on by itself.
+// or a Herald server that says so on ServerInfoSubject; off otherwise.
+// Fast batches measure within a few per cent of message by message
+// publishing (BENCHMARKS.md), so Fast durability does not turn them on by
+// itself.
 func WithGroupCommit(on bool) Option {
 	return func(c *config) error { c.groupCommit = &on; return nil }
 }
