@@ -50,11 +50,16 @@ type admission struct {
 	// or below the stream sequence below) that have not arrived yet.
 	others int
 	below  uint64
-	held   []*delivery
-	wait   time.Duration
-	fire   func(gen uint64)
-	timer  *time.Timer
-	gen    uint64 // which timer may end holding
+	// redeliveries is set after a takeover that reset the partition (or,
+	// on servers that cannot reset, left the dead owner's deliveries to
+	// come due): until the first first-time delivery arrives, the
+	// redeliveries that come are held and handed out sorted.
+	redeliveries bool
+	held         []*delivery
+	wait         time.Duration
+	fire         func(gen uint64)
+	timer        *time.Timer
+	gen          uint64 // which timer may end holding
 }
 
 // pendingAtTake is what was pending on a partition when this member took
@@ -63,6 +68,15 @@ type pendingAtTake struct {
 	back   []uint64 // stream sequences the previous owner gave back
 	others int      // further deliveries pending, not among back
 	below  uint64   // the partition's last delivered stream sequence
+	// afterCrash is set when the previous owner left without settling
+	// or giving back: the partition was reset to its ack floor, so every
+	// delivery should come for the first time. A redelivery then went to
+	// another client after the reset: a member stalled past its pin's
+	// lifetime, which got the pin back for a moment on waking before it
+	// saw the partition taken. Its copies come due in the order their ack
+	// waits end, which its keepalive may have made other than stream
+	// order, and all before anything new (JetStream redelivers first).
+	afterCrash bool
 }
 
 // expectBack makes the next deliveries wait until everything in p arrived.
@@ -70,11 +84,12 @@ type pendingAtTake struct {
 // the timer's generation: it takes what arrived with flush, under the same
 // lock as the deliveries it hands out after them.
 func (a *admission) expectBack(p pendingAtTake, wait time.Duration, fire func(gen uint64)) {
-	if len(p.back) == 0 && p.others == 0 {
+	if len(p.back) == 0 && p.others == 0 && !p.afterCrash {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.redeliveries = p.afterCrash
 	a.expect = make(map[uint64]struct{}, len(p.back))
 	for _, s := range p.back {
 		a.expect[s] = struct{}{}
@@ -86,7 +101,7 @@ func (a *admission) expectBack(p pendingAtTake, wait time.Duration, fire func(ge
 // holdingLocked reports whether something pending at the acquisition has
 // not arrived yet. Called with a.mu held.
 func (a *admission) holdingLocked() bool {
-	return len(a.expect) > 0 || a.others > 0
+	return len(a.expect) > 0 || a.others > 0 || a.redeliveries
 }
 
 // flush ends holding and returns what was held, in stream order, and how
@@ -135,6 +150,10 @@ func (a *admission) admit(d *delivery, tr *tracker) []*delivery {
 	a.next = (a.next + 1) % recentSize
 	tr.add(d)
 	if holding {
+		if a.redeliveries && d.Attempt() == 1 {
+			// Nothing is redelivered ahead of what is new any more.
+			a.redeliveries = false
+		}
 		if _, ok := a.expect[seq]; ok {
 			delete(a.expect, seq)
 		} else if seq <= a.below && a.others > 0 {
@@ -186,7 +205,7 @@ func (a *admission) flushLocked() []*delivery {
 		a.timer = nil
 	}
 	a.gen++
-	a.expect, a.others = nil, 0
+	a.expect, a.others, a.redeliveries = nil, 0, false
 	ds := a.held
 	a.held = nil
 	sortBySequence(ds)
@@ -205,6 +224,6 @@ func (a *admission) stop() {
 		a.timer = nil
 	}
 	a.gen++
-	a.expect, a.others, a.held = nil, 0, nil
+	a.expect, a.others, a.held, a.redeliveries = nil, 0, nil, false
 	a.mu.Unlock()
 }

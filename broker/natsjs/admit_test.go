@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -76,6 +77,36 @@ func seqs(ds []*delivery) []uint64 {
 		out = append(out, d.Sequence())
 	}
 	return out
+}
+
+// flushed is what a's timer handed out when its wait ended.
+type flushed struct {
+	seqs    []uint64
+	missing int
+}
+
+// flushOnWait makes a expect p and, when the wait ends, flush what it held
+// into the returned channel.
+func flushOnWait(a *admission, p pendingAtTake, wait time.Duration) <-chan flushed {
+	got := make(chan flushed, 1)
+	a.expectBack(p, wait, func(gen uint64) {
+		ds, missing := a.flush(gen)
+		got <- flushed{seqs(ds), missing}
+	})
+	return got
+}
+
+func awaitFlush(t *testing.T, got <-chan flushed) flushed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	select {
+	case f := <-got:
+		return f
+	case <-ctx.Done():
+		t.Fatal("nothing handed out after the wait")
+		return flushed{}
+	}
 }
 
 func wrap(m jetstream.Msg, tr *tracker) *delivery {
@@ -185,46 +216,78 @@ func TestAdmissionWaitStartsAtTheFirstArrival(t *testing.T) {
 	var a admission
 	tr := newTracker()
 	const wait = 50 * time.Millisecond
-	got := make(chan []uint64, 1)
-	a.expectBack(pendingAtTake{back: []uint64{1, 2}}, wait, func(gen uint64) { ds, _ := a.flush(gen); got <- seqs(ds) })
+	got := flushOnWait(&a, pendingAtTake{back: []uint64{1, 2}}, wait)
 	time.Sleep(3 * wait) // longer than the wait passes before anything arrives
 	if out := a.admit(wrap(again[1], tr), tr); len(out) != 0 {
 		t.Fatalf("handed out %v although 1 was given back and has not arrived", seqs(out))
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	select {
-	case s := <-got:
-		if len(s) != 1 || s[0] != 2 {
-			t.Fatalf("after the wait handed out %v, want [2]", s)
-		}
-	case <-ctx.Done():
-		t.Fatal("nothing handed out after the wait")
+	if f := awaitFlush(t, got); len(f.seqs) != 1 || f.seqs[0] != 2 {
+		t.Fatalf("after the wait handed out %v, want [2]", f.seqs)
 	}
 }
 
-// If some of what was given back never comes (another member settled it,
-// or it was acknowledged at last), what came is handed out after the wait,
-// sorted.
+// Holding ends after the wait when nothing more arrives: if some of what
+// was given back never comes (another member settled it, or it was
+// acknowledged at last), or after a crash when nothing new follows the
+// redeliveries. What came is handed out sorted.
 func TestAdmissionStopsWaiting(t *testing.T) {
-	_, again := fetched(t, 3)
+	for name, tc := range map[string]struct {
+		n       int
+		p       pendingAtTake
+		admit   []int // indexes of the redeliveries admitted
+		want    []uint64
+		missing int
+	}{
+		"given back":  {3, pendingAtTake{back: []uint64{1, 2, 3}}, []int{2, 0}, []uint64{1, 3}, 1},
+		"after crash": {2, pendingAtTake{afterCrash: true}, []int{1, 0}, []uint64{1, 2}, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, again := fetched(t, tc.n)
+			var a admission
+			tr := newTracker()
+			got := flushOnWait(&a, tc.p, 100*time.Millisecond)
+			for _, i := range tc.admit {
+				if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
+					t.Fatalf("handed out %v early", seqs(out))
+				}
+			}
+			if f := awaitFlush(t, got); !slices.Equal(f.seqs, tc.want) || f.missing != tc.missing {
+				t.Fatalf("after the wait handed out %v with %d missing, want %v and %d", f.seqs, f.missing, tc.want, tc.missing)
+			}
+		})
+	}
+}
+
+// After a takeover from a member that crashed, the partition was reset:
+// redeliveries that arrive before anything new went to another client
+// after the reset and come due in no known order. They are held until the
+// first first-time delivery and handed out sorted, with it.
+func TestAdmissionSortsRedeliveriesAfterACrash(t *testing.T) {
+	first, again := fetched(t, 5)
 	var a admission
 	tr := newTracker()
-	got := make(chan []uint64, 1)
-	a.expectBack(pendingAtTake{back: []uint64{1, 2, 3}}, 100*time.Millisecond, func(gen uint64) { ds, _ := a.flush(gen); got <- seqs(ds) })
-	for _, i := range []int{2, 0} {
+	a.expectBack(pendingAtTake{afterCrash: true}, time.Minute, func(uint64) { t.Error("flushed by the timer") })
+	for _, i := range []int{2, 3, 0, 1} {
 		if out := a.admit(wrap(again[i], tr), tr); len(out) != 0 {
-			t.Fatalf("handed out %v early", seqs(out))
+			t.Fatalf("redelivery handed out as %v before anything new arrived", seqs(out))
 		}
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	select {
-	case s := <-got:
-		if len(s) != 2 || s[0] != 1 || s[1] != 3 {
-			t.Fatalf("after the wait handed out %v, want [1 3]", s)
-		}
-	case <-ctx.Done():
-		t.Fatal("nothing handed out after the wait")
+	out := a.admit(wrap(first[4], tr), tr)
+	if got := seqs(out); len(got) != 5 || got[0] != 1 || got[1] != 2 || got[2] != 3 || got[3] != 4 || got[4] != 5 {
+		t.Fatalf("handed out as %v, want [1 2 3 4 5]", got)
+	}
+	if out := a.admit(wrap(again[4], tr), tr); len(out) != 0 {
+		t.Fatalf("stale copy of 5 handed out as %v", seqs(out))
+	}
+}
+
+// A takeover after a crash whose first delivery is new hands it out at once.
+func TestAdmissionFirstDeliveryAfterACrash(t *testing.T) {
+	first, _ := fetched(t, 1)
+	var a admission
+	tr := newTracker()
+	a.expectBack(pendingAtTake{afterCrash: true}, time.Minute, func(uint64) { t.Error("flushed by the timer") })
+	if out := a.admit(wrap(first[0], tr), tr); len(out) != 1 || out[0].Sequence() != 1 {
+		t.Fatalf("first delivery handed out as %v, want [1]", seqs(out))
 	}
 }

@@ -598,6 +598,7 @@ func (s *orderedSub) take(p int) (ok bool, rev uint64, old []byte, pending pendi
 		s.giveBackRecord(p, rev, old)
 		return false, 0, nil, pendingAtTake{}
 	}
+	pending.afterCrash = reset
 	if pending.others > 0 {
 		s.b.log.Info("natsjs: took over a partition with deliveries that never reached its previous member; holding what arrives until they came",
 			"topic", s.si.topic, "group", s.opts.Group, "partition", p, "given_back", len(pending.back), "others", pending.others)
