@@ -326,7 +326,10 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 	b.termReason = serverAtLeast(v, 2, 10, 4)
 	b.pinned = serverAtLeast(v, 2, 11, 0)
 	b.reset = serverAtLeast(v, 2, 14, 0)
-	switch {
+	// Atomic batches need 2.12; before it there is nothing to decide, nor
+	// to ask the server.
+	switch atomicBatches := serverAtLeast(v, 2, 12, 0); {
+	case !atomicBatches:
 	case c.groupCommit != nil:
 		b.groupCommit = *c.groupCommit
 	case c.emb != nil:
@@ -339,7 +342,6 @@ func New(ctx context.Context, opts ...Option) (*Broker, error) {
 		}
 		b.groupCommit = ok && info.Durability == Sync
 	}
-	b.groupCommit = b.groupCommit && serverAtLeast(v, 2, 12, 0)
 	// With Fast durability nothing is fsynced per message, so atomic
 	// batches save nothing: fast batches save the server's answers.
 	b.fastBatch = b.groupCommit && c.emb != nil && c.emb.Durability() == Fast && serverAtLeast(v, 2, 14, 0)

@@ -245,29 +245,28 @@ func tail(s string, n int) string {
 // envInt reads a positive integer from the environment.
 func envInt(t *testing.T, name string, def int) int {
 	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		t.Fatalf("%s=%q: want a positive integer", name, v)
-	}
-	return n
+	return envPositive(t, name, def, strconv.Atoi, "a positive integer")
 }
 
 // envDuration reads a positive duration from the environment.
 func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 	t.Helper()
+	return envPositive(t, name, def, time.ParseDuration, "a positive duration")
+}
+
+// envPositive reads the variable name with parse, def if it is unset; a
+// value that does not parse or is not above zero fails the test.
+func envPositive[T int | time.Duration](t *testing.T, name string, def T, parse func(string) (T, error), want string) T {
+	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		t.Fatalf("%s=%q: want a positive duration", name, v)
+	n, err := parse(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want %s", name, v, want)
 	}
-	return d
+	return n
 }
 
 // newRand returns a random source seeded from HERALD_FAULT_SEED or the
