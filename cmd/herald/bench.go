@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,8 +45,10 @@ work queue) against the same server in the same run:
 
 --key-order adds per-key order across instances (the router's default), which
 the raw loops do not offer. Prints throughput end to end and of publishing
-alone, latency percentiles (publish start to handler), CPU per event and lost
-events (must be 0) for each, and Herald's ratio to both raw loops.
+alone, latency percentiles (publish start to handler, and of a publish call
+until all its events are confirmed), CPU per event and lost events (must be 0)
+for each, and Herald's ratio to both raw loops. At a --rate each publisher
+sleeps until its next event is due.
 
 --publishers 64 --batch 1 is what a service handling requests does: many
 goroutines each publishing one event and waiting for its confirmation.
@@ -94,7 +97,7 @@ in a temporary directory. --rate 0 publishes as fast as confirmations allow.`,
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%-8s %12s %12s %10s %10s %10s %10s %6s\n", "", "msgs/s", "pub msgs/s", "p50 µs", "p99 µs", "max µs", "cpu µs/ev", "lost")
+			fmt.Fprintf(w, "%-8s %12s %12s %10s %10s %10s %10s %6s %11s %11s\n", "", "msgs/s", "pub msgs/s", "p50 µs", "p99 µs", "max µs", "cpu µs/ev", "lost", "pub p50 µs", "pub p99 µs")
 			rows := []struct {
 				name string
 				side e2ebench.Side
@@ -103,7 +106,11 @@ in a temporary directory. --rate 0 publishes as fast as confirmations allow.`,
 				rows = slices.Delete(rows, 1, 2) // no like-for-like loop
 			}
 			for _, s := range rows {
-				fmt.Fprintf(w, "%-8s %12.0f %12.0f %10.0f %10.0f %10.0f %10.1f %6d\n", s.name, s.side.MsgsPerS, s.side.PubMsgsPerS, s.side.P50us, s.side.P99us, s.side.MaxUs, s.side.CPUus, s.side.Lost)
+				pub50, pub99 := "-", "-" // the plain loops do not wait for confirmations per call
+				if s.side.PubP99us > 0 {
+					pub50, pub99 = strconv.FormatFloat(s.side.PubP50us, 'f', 0, 64), strconv.FormatFloat(s.side.PubP99us, 'f', 0, 64)
+				}
+				fmt.Fprintf(w, "%-8s %12.0f %12.0f %10.0f %10.0f %10.0f %10.1f %6d %11s %11s\n", s.name, s.side.MsgsPerS, s.side.PubMsgsPerS, s.side.P50us, s.side.P99us, s.side.MaxUs, s.side.CPUus, s.side.Lost, pub50, pub99)
 			}
 			fmt.Fprintf(w, "ratio herald/plain: %.2f (publishing alone %.2f)\n", res.PlainRatio, res.PubRatio)
 			if res.Broker == "nats" {

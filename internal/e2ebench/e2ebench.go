@@ -90,6 +90,11 @@ type Side struct {
 	// PubMsgsPerS is the publishing side alone: confirmed events per
 	// second from the first publish to the last confirmation.
 	PubMsgsPerS float64 `json:"pub_msgs_per_s"`
+	// PubP50us and PubP99us are the latency of a publish call, from the
+	// call to its return with every event confirmed, in µs. The plain
+	// loops publish asynchronously and have none (0).
+	PubP50us float64 `json:"pub_p50_us"`
+	PubP99us float64 `json:"pub_p99_us"`
 }
 
 // Result is the outcome of a run. The flat fields are the headline
@@ -304,10 +309,7 @@ func (r *recorder) side(published int, start time.Time) Side {
 	}
 	if len(r.lat) > 0 {
 		slices.Sort(r.lat)
-		q := func(p float64) float64 {
-			return float64(r.lat[min(int(p*float64(len(r.lat))), len(r.lat)-1)].Microseconds())
-		}
-		s.P50us, s.P99us, s.MaxUs = q(0.50), q(0.99), float64(r.lat[len(r.lat)-1].Microseconds())
+		s.P50us, s.P99us, s.MaxUs = quantile(r.lat, 0.50), quantile(r.lat, 0.99), float64(r.lat[len(r.lat)-1].Microseconds())
 	}
 	return s
 }
@@ -325,51 +327,86 @@ func parse(p []byte) (n int, sent int64, ok bool) {
 	return int(binary.BigEndian.Uint64(p[8:16])), int64(binary.BigEndian.Uint64(p[0:8])), true
 }
 
+// published is what publishAll did: how many events were confirmed,
+// how long that took and how long each publish call took.
+type published struct {
+	n     int
+	took  time.Duration
+	calls []time.Duration
+}
+
+// quantile returns the p quantile of sorted d in µs (0 if empty).
+func quantile(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	return float64(d[min(int(p*float64(len(d))), len(d)-1)].Microseconds())
+}
+
+// latencies fills s's publish-call latencies from p.
+func (p published) latencies(s *Side) {
+	slices.Sort(p.calls)
+	s.PubP50us, s.PubP99us = quantile(p.calls, 0.50), quantile(p.calls, 0.99)
+}
+
 // publishAll runs cfg.Publishers goroutines that each pace themselves to
 // their share of cfg.Rate (or publish full batches at full speed) until the
-// duration is over, and returns how many events were sent and how long
-// that took. send gets the first event number and the count; the numbers
-// of all publishers together are 0..sent-1 without gaps.
-func publishAll(ctx context.Context, cfg Config, send func(first, n int) error) (int, time.Duration, error) {
+// duration is over, and returns how many events were sent, how long that
+// took and how long each call of send took. send gets the first event
+// number and the count; the numbers of all publishers together are
+// 0..sent-1 without gaps.
+func publishAll(ctx context.Context, cfg Config, send func(first, n int) error) (published, error) {
 	var (
 		next  atomic.Int64 // the next event number to hand out
 		sent  atomic.Int64
 		first error
 		mu    sync.Mutex
+		calls []time.Duration
 		wg    sync.WaitGroup
 	)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
-	claim := func(n int) error {
-		f := int(next.Add(int64(n))) - n
-		err := send(f, n)
-		if err == nil {
-			sent.Add(int64(n))
-		}
-		return err
-	}
 	for p := range cfg.Publishers {
 		rate := cfg.Rate / cfg.Publishers
 		if p < cfg.Rate%cfg.Publishers {
 			rate++
 		}
 		wg.Go(func() {
-			if err := pace(ctx, deadline, rate, cfg.Batch, cfg.Rate > 0, claim); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
+			var mine []time.Duration
+			claim := func(n int) error {
+				f := int(next.Add(int64(n))) - n
+				t0 := time.Now()
+				err := send(f, n)
+				if err == nil {
+					mine = append(mine, time.Since(t0))
+					sent.Add(int64(n))
 				}
-				mu.Unlock()
+				return err
 			}
+			// Paced publishers start a fraction of their interval apart,
+			// so their events arrive spread out, not all at one instant.
+			offset := time.Duration(0)
+			if rate > 0 {
+				offset = time.Duration(float64(time.Second) / float64(rate) * float64(p) / float64(cfg.Publishers))
+			}
+			err := pace(ctx, start.Add(offset), deadline, rate, cfg.Batch, cfg.Rate > 0, claim)
+			mu.Lock()
+			calls = append(calls, mine...)
+			if err != nil && first == nil {
+				first = err
+			}
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return int(sent.Load()), time.Since(start), first
+	return published{n: int(sent.Load()), took: time.Since(start), calls: calls}, first
 }
 
-// pace calls send with batch sizes that keep to rate (or full batches when
-// paced is false) until deadline.
-func pace(ctx context.Context, deadline time.Time, rate, batch int, paced bool, send func(n int) error) error {
+// pace calls send with batch sizes that keep to rate from start (or full
+// batches when paced is false) until deadline. Between calls it sleeps
+// until the next event is due, so slow publishers wake once per event
+// rather than on a fixed tick.
+func pace(ctx context.Context, start, deadline time.Time, rate, batch int, paced bool, send func(n int) error) error {
 	if !paced {
 		for time.Now().Before(deadline) {
 			if err := send(batch); err != nil {
@@ -384,11 +421,10 @@ func pace(ctx context.Context, deadline time.Time, rate, batch int, paced bool, 
 	if rate == 0 {
 		return nil
 	}
-	const tick = time.Millisecond
-	t := time.NewTicker(tick)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	start, sent := time.Now(), 0
-	for now := start; now.Before(deadline); now = time.Now() {
+	sent := 0
+	for now := time.Now(); now.Before(deadline); now = time.Now() {
 		due := int(float64(rate) * now.Sub(start).Seconds())
 		if n := min(due-sent, batch); n > 0 {
 			if err := send(n); err != nil {
@@ -397,6 +433,8 @@ func pace(ctx context.Context, deadline time.Time, rate, batch int, paced bool, 
 			sent += n
 			continue
 		}
+		next := start.Add(time.Duration(float64(sent+1) * float64(time.Second) / float64(rate)))
+		t.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -501,7 +539,7 @@ func plainLoop(ctx context.Context, cfg Config, rec *recorder, send func(i int, 
 	plain := cfg
 	plain.Publishers = 1
 	start := time.Now()
-	sent, _, err := publishAll(ctx, plain, func(first, n int) error {
+	pub, err := publishAll(ctx, plain, func(first, n int) error {
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
 			payload(p, i)
@@ -513,16 +551,16 @@ func plainLoop(ctx context.Context, cfg Config, rec *recorder, send func(i int, 
 	})
 	// Settled even after an error, so nothing waits on the confirmations
 	// after the side returned.
-	if serr := settle(sent); err == nil {
+	if serr := settle(pub.n); err == nil {
 		err = serr
 	}
 	if err != nil {
 		return Side{}, err
 	}
 	took := time.Since(start)
-	drain(ctx, rec, sent)
-	side := rec.side(sent, start)
-	side.PubMsgsPerS = float64(sent) / took.Seconds()
+	drain(ctx, rec, pub.n)
+	side := rec.side(pub.n, start)
+	side.PubMsgsPerS = float64(pub.n) / took.Seconds()
 	return side, nil
 }
 
@@ -582,7 +620,7 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	for k := range subjects {
 		subjects[k] = name + "." + strconv.Itoa(k%8) + ".bench.v1"
 	}
-	published, took, err := publishAll(ctx, cfg, func(first, n int) error {
+	pub, err := publishAll(ctx, cfg, func(first, n int) error {
 		futs := make([]jetstream.PubAckFuture, 0, n)
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
@@ -618,9 +656,10 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	if err != nil {
 		return Side{}, err
 	}
-	drain(ctx, rec, published)
-	side := rec.side(published, start)
-	side.PubMsgsPerS = float64(published) / took.Seconds()
+	drain(ctx, rec, pub.n)
+	side := rec.side(pub.n, start)
+	side.PubMsgsPerS = float64(pub.n) / pub.took.Seconds()
+	pub.latencies(&side)
 	return side, nil
 }
 
@@ -689,7 +728,7 @@ func runHerald(ctx context.Context, cfg Config, url, kind string) (Side, error) 
 		keys[k] = "k" + strconv.Itoa(k)
 	}
 	start := time.Now()
-	published, took, err := publishAll(ctx, cfg, func(first, n int) error {
+	pub, err := publishAll(ctx, cfg, func(first, n int) error {
 		events := make([]*event.Event, 0, n)
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
@@ -704,8 +743,9 @@ func runHerald(ctx context.Context, cfg Config, url, kind string) (Side, error) 
 	if err != nil {
 		return Side{}, err
 	}
-	drain(ctx, rec, published)
-	side := rec.side(published, start)
-	side.PubMsgsPerS = float64(published) / took.Seconds()
+	drain(ctx, rec, pub.n)
+	side := rec.side(pub.n, start)
+	side.PubMsgsPerS = float64(pub.n) / pub.took.Seconds()
+	pub.latencies(&side)
 	return side, nil
 }

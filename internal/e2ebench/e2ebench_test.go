@@ -54,7 +54,7 @@ func TestPublishAllNumbersWithoutGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := make(chan int, 1<<20)
-	sent, _, err := publishAll(t.Context(), cfg, func(first, n int) error {
+	pub, err := publishAll(t.Context(), cfg, func(first, n int) error {
 		for i := first; i < first+n; i++ {
 			seen <- i
 		}
@@ -64,6 +64,10 @@ func TestPublishAllNumbersWithoutGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(seen)
+	sent := pub.n
+	if len(pub.calls) == 0 || len(pub.calls)*cfg.Batch != sent {
+		t.Errorf("%d call latencies for %d events in calls of %d", len(pub.calls), sent, cfg.Batch)
+	}
 	got := make([]bool, sent)
 	for i := range seen {
 		if i >= sent || got[i] {
@@ -92,5 +96,37 @@ func checkSides(t *testing.T, sides map[string]Side) {
 		if side.PubMsgsPerS <= 0 || side.MsgsPerS <= 0 || side.P99us <= 0 {
 			t.Errorf("%s: figures missing: %+v", name, side)
 		}
+		// Only the loops that wait for their confirmations time the call.
+		if confirmed := name != "plain"; confirmed != (side.PubP99us > 0) || side.PubP50us > side.PubP99us {
+			t.Errorf("%s: publish latency p50 %v p99 %v", name, side.PubP50us, side.PubP99us)
+		}
+	}
+}
+
+// TestPaceKeepsRate checks that a paced publisher sends what its rate
+// asks for in the time given, in calls of at most the batch size.
+func TestPaceKeepsRate(t *testing.T) {
+	const rate, batch = 2000, 4
+	d := 300 * time.Millisecond
+	sent, calls := 0, 0
+	start := time.Now()
+	err := pace(t.Context(), start, start.Add(d), rate, batch, true, func(n int) error {
+		if n < 1 || n > batch {
+			t.Errorf("a call of %d events, want 1..%d", n, batch)
+		}
+		sent += n
+		calls++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At most what was due at the deadline; at least half of it even when
+	// the machine is slow to wake the publisher.
+	if want := int(rate * d.Seconds()); sent > want+1 || sent < want/2 {
+		t.Errorf("sent %d events in %v at %d/s, want about %d", sent, d, rate, want)
+	}
+	if calls < sent/batch {
+		t.Errorf("%d calls for %d events", calls, sent)
 	}
 }
