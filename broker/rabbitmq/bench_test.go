@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -159,4 +160,130 @@ func BenchmarkConsume(b *testing.B) {
 		msgsPerSec(b)
 		_ = sub.Close()
 	})
+}
+
+// BenchmarkRawShapes takes apart what separates Herald's shape on
+// RabbitMQ from the plain amqp091-go loop (a quorum queue fed through the
+// default exchange, 4096 confirms outstanding, a consumer acking each
+// message with prefetch 4096): acking many messages with one multiple ack
+// (multiack), routing each message through a topic exchange into a
+// quorum queue and a stream, Herald's two stored copies (two-copies), and
+// publishing calls of 100 awaited in turn, as `herald bench e2e` publishes
+// (wait100), with Herald's headers (headers). All raw client, no adapter.
+//
+//	go test -run '^$' -bench RawShapes -benchtime 100000x ./broker/rabbitmq
+func BenchmarkRawShapes(b *testing.B) {
+	for _, tc := range []struct {
+		name                           string
+		two, multiAck, wait100, header bool
+	}{
+		{name: "one-queue"},
+		{name: "one-queue-multiack", multiAck: true},
+		{name: "two-copies", two: true},
+		{name: "two-copies-wait100", two: true, wait100: true},
+		{name: "two-copies-wait100-headers", two: true, wait100: true, header: true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			pc, cc := rawChannel(b), rawChannel(b)
+			q := uniq("shape")
+			if _, err := pc.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _, _ = pc.QueueDelete(q, false, false, false) })
+			ex, key := "", q
+			if tc.two {
+				ex, key = q+".x", "bench.item.v1"
+				if err := pc.ExchangeDeclare(ex, "topic", true, false, false, false, nil); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := pc.QueueDeclare(q+".log", true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() {
+					_, _ = pc.QueueDelete(q+".log", false, false, false)
+					_ = pc.ExchangeDelete(ex, false, false)
+				})
+				for _, bound := range []string{q, q + ".log"} {
+					if err := pc.QueueBind(bound, "#", ex, false, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			if err := pc.Confirm(false); err != nil {
+				b.Fatal(err)
+			}
+			if err := cc.Qos(4096, 0, false); err != nil {
+				b.Fatal(err)
+			}
+			ds, err := cc.Consume(q, "", false, false, false, false, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan error, 1)
+			b.ResetTimer()
+			go func() {
+				for n := 1; n <= b.N; n++ {
+					d, ok := <-ds
+					if !ok {
+						done <- errors.New("deliveries closed")
+						return
+					}
+					var err error
+					if !tc.multiAck {
+						err = d.Ack(false)
+					} else if n%64 == 0 || n == b.N {
+						err = d.Ack(true)
+					}
+					if err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			ctx := b.Context()
+			pend := make([]*amqp.DeferredConfirmation, 0, 4096)
+			wait := func(ds []*amqp.DeferredConfirmation) {
+				for _, d := range ds {
+					if ok, err := d.WaitContext(ctx); err != nil || !ok {
+						b.Fatalf("publish not confirmed: %v", err)
+					}
+				}
+			}
+			for i := range b.N {
+				p := amqp.Publishing{Body: benchPayload, DeliveryMode: amqp.Persistent}
+				if tc.header {
+					id := strconv.Itoa(i)
+					p.MessageId, p.ContentType = id, "application/octet-stream"
+					p.Headers = amqp.Table{"ce-specversion": "1.0", "ce-id": id, "ce-source": "bench", "ce-type": "bench.item.v1",
+						"ce-subject": "k" + strconv.Itoa(i%64), "ce-time": time.Now().UTC().Format(time.RFC3339Nano),
+						hKey: "k" + strconv.Itoa(i%64), hRoute: "bench.item.v1"}
+				}
+				dc, err := pc.PublishWithDeferredConfirmWithContext(ctx, ex, key, false, false, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pend = append(pend, dc)
+				switch {
+				case tc.wait100 && len(pend) == 100:
+					wait(pend)
+					pend = pend[:0]
+				case !tc.wait100 && len(pend) == cap(pend):
+					wait(pend[:1])
+					pend = append(pend[:0], pend[1:]...)
+				}
+			}
+			wait(pend)
+			select {
+			case err := <-done:
+				if err != nil {
+					b.Fatal(err)
+				}
+			case <-time.After(time.Minute):
+				b.Fatal("not every message consumed within a minute")
+			}
+			b.StopTimer()
+			msgsPerSec(b)
+		})
+	}
 }
