@@ -285,6 +285,12 @@ func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
 				if err := side.b.EnsureTopic(context.Background(), topic, broker.TopicConfig{}); err != nil {
 					b.Fatal(err)
 				}
+				batches0 := natsjs.CommittedBatches(side.b)
+				defer func() {
+					if n := natsjs.CommittedBatches(side.b) - batches0; n > 0 {
+						b.ReportMetric(float64(b.N)/float64(n), "msgs/batch")
+					}
+				}()
 				run(b, func(first, n int) error {
 					msgs := make([]*broker.Message, n)
 					for i := range msgs {
