@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,7 +209,9 @@ func benchConsumeHerald(b *testing.B, hb *natsjs.Broker, data []byte, keyOrder b
 // (asynchronous publish, wait for the call's acks; the server fsyncs each
 // message), herald the adapter with group commit (sync: one atomic batch
 // and one fsync per commit; fast: one fast batch, answered once),
-// herald-nogc the adapter without it.
+// herald-nogc the adapter without it. With sync, raw-atomic-1000 is the
+// ceiling group commit works against: one raw client sending atomic
+// batches of 1000 in turn. herald and herald-tcp report msgs/batch.
 //
 //	go test -run '^$' -bench PublishConcurrent -benchtime 100000x ./broker/natsjs
 func BenchmarkPublishConcurrent(b *testing.B) {
@@ -228,6 +231,46 @@ func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
 	}
 	net := newBroker(b, natsjs.WithURL(e.ClientURL()))
 	data := payload()
+	if d == natsjs.Sync {
+		// The ceiling of group commit: one raw client sending atomic
+		// batches of the server's largest size in turn, each message with
+		// its dedup id as Herald sends it, no other header.
+		b.Run("sync/raw-atomic-1000", func(b *testing.B) {
+			stream := benchName("rawa")
+			_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: stream, Subjects: []string{stream + ".>"},
+				Storage: jetstream.FileStorage, AllowAtomicPublish: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			nc := js.Conn()
+			subj := stream + ".0.bench.v1"
+			b.SetBytes(benchSize)
+			b.ResetTimer()
+			for first := 0; first < b.N; first += 1000 {
+				n := min(1000, b.N-first)
+				id := stream + "-" + strconv.Itoa(first)
+				for i := 1; i <= n; i++ {
+					m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+						"Nats-Batch-Id": {id}, "Nats-Batch-Sequence": {strconv.Itoa(i)}, jetstream.MsgIDHeader: {stream + strconv.Itoa(first+i)}}}
+					if i < n {
+						if err := nc.PublishMsg(m); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					m.Header["Nats-Batch-Commit"] = []string{"1"}
+					r, err := nc.RequestMsg(m, 10*time.Second)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if !strings.Contains(string(r.Data), `"count":`+strconv.Itoa(n)) {
+						b.Fatalf("batch %s not committed whole: %s", id, r.Data)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
 	for _, shape := range []struct{ publishers, perCall int }{{64, 1}, {16, 100}} {
 		name := fmt.Sprintf("%s/p%d-n%d", d, shape.publishers, shape.perCall)
 		run := func(b *testing.B, call func(first, n int) error) {
