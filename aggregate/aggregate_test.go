@@ -104,7 +104,13 @@ func TestBadSnapshot(t *testing.T) {
 
 func TestUpdateRetriesConflicts(t *testing.T) {
 	store := memory.New()
-	r := counters(t, store, 0)
+	// Each conflict an Update meets is another writer's save, so one of 8
+	// writers of 10 increments meets at most 70: with that many retries no
+	// schedule can make it give up.
+	r, err := aggregate.New(store, aggregate.Config[Counter]{Name: "counter", Source: "test", Apply: applyCounter, MaxRetries: 70})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
 	for range 8 {
