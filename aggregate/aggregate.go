@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/heraldhq/herald/event"
 	"github.com/heraldhq/herald/eventstore"
@@ -43,6 +45,9 @@ type Config[S any] struct {
 	// store, in stream "<stream>.snapshot".
 	Snapshots eventstore.Store
 	// MaxRetries bounds Update's attempts after conflicts. Default 10.
+	// Between attempts Update waits a random time that doubles with each
+	// conflict (up to 1 ms after the first, at most 100 ms), so writers of
+	// a hot aggregate spread out instead of colliding again at once.
 	MaxRetries int
 }
 
@@ -207,11 +212,17 @@ func (r *Repository[S]) Save(ctx context.Context, a *Aggregate[S]) error {
 
 // Update runs a command: it loads the aggregate, calls fn to record
 // events, and saves; on a version conflict it does it all again with the
-// fresh state, up to MaxRetries times. An error from fn is returned as is
-// and nothing is saved.
+// fresh state, up to MaxRetries times, after a jittered wait (see
+// Config.MaxRetries). An error from fn is returned as is and nothing is
+// saved.
 func (r *Repository[S]) Update(ctx context.Context, id string, fn func(*Aggregate[S]) error) (*Aggregate[S], error) {
 	var err error
-	for range r.cfg.MaxRetries + 1 {
+	for attempt := range r.cfg.MaxRetries + 1 {
+		if attempt > 0 {
+			if werr := waitAfterConflict(ctx, attempt); werr != nil {
+				return nil, fmt.Errorf("aggregate %s: %w after %d conflicts (last: %w)", r.Stream(id), werr, attempt, err)
+			}
+		}
 		var a *Aggregate[S]
 		if a, err = r.Load(ctx, id); err != nil {
 			return nil, err
@@ -224,6 +235,23 @@ func (r *Repository[S]) Update(ctx context.Context, id string, fn func(*Aggregat
 		}
 	}
 	return nil, fmt.Errorf("aggregate %s: gave up after %d conflicts: %w", r.Stream(id), r.cfg.MaxRetries+1, err)
+}
+
+// maxConflictWait caps the wait between Update's attempts.
+const maxConflictWait = 100 * time.Millisecond
+
+// waitAfterConflict waits before attempt n (n >= 1): a random time below
+// 1 ms·2^(n-1), at most maxConflictWait, or until ctx ends.
+func waitAfterConflict(ctx context.Context, n int) error {
+	ceil := min(time.Millisecond<<min(n-1, 10), maxConflictWait)
+	t := time.NewTimer(rand.N(ceil))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Upcaster turns an event of an old type into the next version.

@@ -207,3 +207,70 @@ func TestNewChecks(t *testing.T) {
 		t.Errorf("load of a bad id: %v, want ErrInvalid", err)
 	}
 }
+
+// TestUpdateWaitsOutConflicts makes Update conflict by appending behind
+// its back: it tries again with the fresh state and saves; when the
+// context ends while it waits to try again, it returns that and saves
+// nothing.
+func TestUpdateWaitsOutConflicts(t *testing.T) {
+	store := memory.New()
+	r := counters(t, store, 0)
+	interfere := func(id string) {
+		e := event.New("test", "count.inc.v1", []byte(`{"by":100}`))
+		if _, err := store.Append(t.Context(), r.Stream(id), eventstore.Any, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("retried", func(t *testing.T) {
+		calls := 0
+		a, err := r.Update(t.Context(), "w", func(a *aggregate.Aggregate[Counter]) error {
+			calls++
+			if calls <= 3 {
+				interfere("w")
+			}
+			return a.Record("count.inc.v1", map[string]int{"by": 1})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls != 4 || a.State.N != 301 || a.Version != 4 {
+			t.Errorf("after 3 conflicts: %d calls, state %+v at version %d; want 4 calls, 301 at 4", calls, a.State, a.Version)
+		}
+	})
+	t.Run("context ends while waiting", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		// The context ends as the save meets its conflict, so Update is
+		// waiting to try again when it notices.
+		rc, err := newCounters(cancelOnConflict{Store: store, cancel: cancel}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		_, err = rc.Update(ctx, "x", func(a *aggregate.Aggregate[Counter]) error {
+			calls++
+			interfere("x")
+			return a.Record("count.inc.v1", map[string]int{"by": 1})
+		})
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, eventstore.ErrConflict) || calls != 1 {
+			t.Fatalf("err = %v after %d calls; want the cancellation and the conflict, 1 call", err, calls)
+		}
+		a, err := r.Load(t.Context(), "x")
+		if err != nil || a.Version != 1 || a.State.N != 100 {
+			t.Errorf("stream after the cancelled update: %+v at %d, %v; want only the other writer's event", a.State, a.Version, err)
+		}
+	})
+}
+
+// cancelOnConflict is a store that calls cancel when an append conflicts.
+type cancelOnConflict struct {
+	eventstore.Store
+	cancel context.CancelFunc
+}
+
+func (s cancelOnConflict) Append(ctx context.Context, stream string, expected eventstore.Expected, events ...*event.Event) (eventstore.AppendResult, error) {
+	res, err := s.Store.Append(ctx, stream, expected, events...)
+	if errors.Is(err, eventstore.ErrConflict) {
+		s.cancel()
+	}
+	return res, err
+}
