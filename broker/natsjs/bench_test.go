@@ -251,14 +251,14 @@ func benchPublishConcurrent(b *testing.B, d natsjs.Durability) {
 				id := stream + "-" + strconv.Itoa(first)
 				for i := 1; i <= n; i++ {
 					m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
-						"Nats-Batch-Id": {id}, "Nats-Batch-Sequence": {strconv.Itoa(i)}, jetstream.MsgIDHeader: {stream + strconv.Itoa(first+i)}}}
+						natsjs.BatchIDHeader: {id}, natsjs.BatchSeqHeader: {strconv.Itoa(i)}, jetstream.MsgIDHeader: {stream + strconv.Itoa(first+i)}}}
 					if i < n {
 						if err := nc.PublishMsg(m); err != nil {
 							b.Fatal(err)
 						}
 						continue
 					}
-					m.Header["Nats-Batch-Commit"] = []string{"1"}
+					m.Header[natsjs.BatchCommitHeader] = []string{"1"}
 					r, err := nc.RequestMsg(m, 10*time.Second)
 					if err != nil {
 						b.Fatal(err)

@@ -9,3 +9,11 @@ func FailResets(b *Broker, n int32) { b.failResets.Store(n) }
 // ResetsToFail returns how many of the resets FailResets asked for are
 // still to be refused.
 func ResetsToFail(b *Broker) int32 { return b.failResets.Load() }
+
+// The headers of JetStream's atomic batch publish, for tests that send
+// batches with the raw client.
+const (
+	BatchIDHeader     = batchIDHeader
+	BatchSeqHeader    = batchSeqHeader
+	BatchCommitHeader = batchCommitHeader
+)
