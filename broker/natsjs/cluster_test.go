@@ -3,7 +3,6 @@ package natsjs_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,20 +12,16 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/internal/netport"
 )
 
 // cluster starts three JetStream servers in this process, routed to each
 // other on loopback ports, and returns their client URLs.
 func cluster(t *testing.T) ([]*server.Server, []string) {
 	t.Helper()
-	ports := make([]int, 3)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
+	ports, err := netport.Loopback(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var routes []string
 	for _, p := range ports {

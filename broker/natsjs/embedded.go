@@ -99,6 +99,7 @@ func Replicas(n int) int { return max(1, min(3, n)) }
 type Embedded struct {
 	srv *server.Server
 	cfg EmbeddedConfig
+	log *serverLogger
 }
 
 // ErrAddrInUse is returned (wrapped) when the NATS listen address is taken.
@@ -177,9 +178,10 @@ func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: configure embedded server: %w", err)
 	}
-	srv.SetLogger(&serverLogger{log: cfg.Logger}, false, false)
+	log := &serverLogger{log: cfg.Logger}
+	srv.SetLogger(log, false, false)
 	go srv.Start()
-	e := &Embedded{srv: srv, cfg: cfg}
+	e := &Embedded{srv: srv, cfg: cfg, log: log}
 	if err := e.waitReady(ctx); err != nil {
 		e.Shutdown()
 		return nil, err
@@ -188,11 +190,24 @@ func RunEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 }
 
 func (e *Embedded) waitReady(ctx context.Context) error {
-	if !e.srv.ReadyForConnections(e.cfg.ReadyTimeout) {
-		return fmt.Errorf("natsjs: embedded server not accepting connections after %v (is %q writable and the address free?)", e.cfg.ReadyTimeout, e.cfg.DataDir)
-	}
 	deadline := time.Now().Add(e.cfg.ReadyTimeout)
+	// In short steps: a fatal error (a route port taken since it was
+	// chosen) ends the wait at once instead of after ReadyTimeout.
+	for !e.srv.ReadyForConnections(100 * time.Millisecond) {
+		if err := e.log.fatalErr(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsjs: embedded server not accepting connections after %v (is %q writable and the address free?)", e.cfg.ReadyTimeout, e.cfg.DataDir)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 	for !e.srv.JetStreamEnabled() {
+		if err := e.log.fatalErr(); err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("natsjs: JetStream not enabled after %v (data dir %q)", e.cfg.ReadyTimeout, e.cfg.DataDir)
 		}
@@ -217,6 +232,9 @@ func (e *Embedded) waitCluster(ctx context.Context, deadline time.Time) error {
 		if leader != "" {
 			e.cfg.Logger.Info("cluster formed", "server", e.cfg.ServerName, "meta_leader", leader, "nodes_online", peers, "nodes", e.cfg.Cluster.Nodes())
 			return nil
+		}
+		if err := e.log.fatalErr(); err != nil {
+			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("natsjs: cluster %q has no leader after %v: %d of %d nodes reachable from %s (are the other nodes running, and is each one's --cluster list the same?)",
@@ -392,6 +410,21 @@ func checkDataDir(dir string) error {
 type serverLogger struct {
 	log      *slog.Logger
 	routeErr atomic.Int64 // unix nanos of the last route error logged as a warning
+	fatal    atomic.Pointer[string]
+}
+
+// fatalErr is the first fatal error the server reported (a listener that
+// could not bind its port, JetStream that could not start): it says so
+// only in its log and stops starting, so waiting for it is pointless.
+func (l *serverLogger) fatalErr() error {
+	msg := l.fatal.Load()
+	if msg == nil {
+		return nil
+	}
+	if strings.Contains(*msg, "address already in use") {
+		return fmt.Errorf("natsjs: embedded server: %s: %w", *msg, ErrAddrInUse)
+	}
+	return fmt.Errorf("natsjs: embedded server: %s", *msg)
 }
 
 func (l *serverLogger) Noticef(format string, v ...any) {
@@ -408,7 +441,9 @@ func (l *serverLogger) Warnf(format string, v ...any) {
 	l.log.Warn(msg, "component", "nats")
 }
 func (l *serverLogger) Fatalf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+	msg := fmt.Sprintf(format, v...)
+	l.fatal.CompareAndSwap(nil, &msg)
+	l.log.Error(msg, "component", "nats")
 }
 func (l *serverLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)

@@ -3,36 +3,24 @@ package natsjs_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/internal/netport"
 )
-
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		defer l.Close()
-	}
-	return ports
-}
 
 // startEmbeddedCluster starts three embedded nodes at once, as three
 // `herald serve --cluster` processes started together would, and returns
 // a broker on each, each created at the same moment too.
 func startEmbeddedCluster(t *testing.T) ([]*natsjs.Embedded, []*natsjs.Broker) {
 	t.Helper()
-	routes := freePorts(t, 3)
+	routes, err := netport.Loopback(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	nodes := make([]*natsjs.Embedded, 3)
 	brokers := make([]*natsjs.Broker, 3)
 	errs := make([]error, 3)

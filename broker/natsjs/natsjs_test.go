@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/natsjs"
 	"github.com/heraldhq/herald/event"
+	"github.com/heraldhq/herald/internal/netport"
 	"github.com/heraldhq/herald/internal/testenv"
 )
 
@@ -112,6 +113,32 @@ func TestEmbeddedAddrInUse(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "--nats-addr") {
 		t.Fatalf("error %q does not say how to fix it", err)
+	}
+}
+
+// A cluster node whose route port was taken after it was chosen fails at
+// once with ErrAddrInUse; the server itself only logs it and waits.
+func TestEmbeddedRoutePortInUse(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	peers, err := netport.LoopbackAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e, err := natsjs.RunEmbedded(ctx, natsjs.EmbeddedConfig{DataDir: t.TempDir(), Addr: "127.0.0.1:0", ServerName: "n1",
+		Cluster: &natsjs.ClusterConfig{Name: "taken", Addr: l.Addr().String(), Peers: peers}})
+	if err == nil {
+		e.Shutdown()
+		t.Fatal("started with its route port taken")
+	}
+	if !errors.Is(err, natsjs.ErrAddrInUse) || !strings.Contains(err.Error(), "router port") {
+		t.Fatalf("got %v, want ErrAddrInUse naming the route port", err)
 	}
 }
 

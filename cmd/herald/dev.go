@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/credentials"
 	"github.com/heraldhq/herald/examples/shop"
+	"github.com/heraldhq/herald/internal/netport"
 	"github.com/heraldhq/herald/schema/serde"
 	"github.com/heraldhq/herald/server"
 	"github.com/heraldhq/herald/server/auth"
@@ -433,20 +434,26 @@ func keptNote(keep bool) string {
 // (n1, the one the CLI and the shop use) and two more on free ports, each
 // with a data dir of its own under cfg.DataDir.
 func startDevCluster(ctx context.Context, cfg server.Config) (*server.Server, []*server.Server, error) {
-	// Hold the three ports together so they differ, then free them for
-	// the nodes.
-	routes := make([]string, 3)
-	var held []net.Listener
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			closeAll(held)
-			return nil, nil, fmt.Errorf("--cluster: a free port for node %d: %w", i+1, err)
+	// Another program may take a chosen port before its node listens on
+	// it; the nodes then start again on other ports.
+	for attempt := 1; ; attempt++ {
+		first, others, err := startDevClusterOnce(ctx, cfg)
+		if err == nil || !errors.Is(err, natsjs.ErrAddrInUse) || attempt == 3 {
+			return first, others, err
 		}
-		held = append(held, l)
-		routes[i] = l.Addr().String()
+		cfg.Logger.Info("a route port was taken; starting the cluster on other ports", "error", err)
 	}
-	closeAll(held)
+}
+
+func startDevClusterOnce(ctx context.Context, cfg server.Config) (*server.Server, []*server.Server, error) {
+	// The route ports are chosen outside the range of outgoing
+	// connections: the nodes dial each other while they start, and a
+	// dialled connection could take a port from that range before the
+	// node that should listen on it does.
+	routes, err := netport.LoopbackAddrs(3)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--cluster: route ports: %w", err)
+	}
 	cfgs := make([]server.Config, 3)
 	for i := range cfgs {
 		c := cfg
@@ -490,10 +497,4 @@ func startDevCluster(ctx context.Context, cfg server.Config) (*server.Server, []
 		return nil, nil, fmt.Errorf("--cluster: %w", err)
 	}
 	return servers[0], servers[1:], nil
-}
-
-func closeAll(ls []net.Listener) {
-	for _, l := range ls {
-		_ = l.Close()
-	}
 }

@@ -4,7 +4,6 @@ package fault
 
 import (
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,20 +15,17 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker/natsjs"
+	"github.com/heraldhq/herald/internal/netport"
 )
 
-// freeAddrs returns n loopback addresses whose ports were free a moment
-// ago (held together, so they differ).
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago, outside the range the kernel gives outgoing connections, so
+// the nodes dialling each other cannot take one before its node listens.
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs[i] = l.Addr().String()
+	addrs, err := netport.LoopbackAddrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }

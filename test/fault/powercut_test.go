@@ -8,7 +8,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/netport"
 )
 
 // The power-cut test runs `herald serve` inside a QEMU virtual machine
@@ -317,16 +318,16 @@ func (v *vm) stop() {
 	<-v.exited
 }
 
-// freePort returns a loopback TCP port nobody listened on a moment ago;
-// QEMU's forwards take it for the whole test.
+// freePort returns a loopback TCP port nobody listened on a moment ago,
+// outside the range of outgoing connections; QEMU's forwards take it for
+// the whole test.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := netport.Loopback(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 // buildStatic compiles pkg without cgo, so it runs in a machine that has
