@@ -625,18 +625,7 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 		for i := first; i < first+n; i++ {
 			p := make([]byte, cfg.Size)
 			payload(p, i)
-			// The same message Herald sends: a CloudEvent in binary mode.
-			id := event.NewID()
-			h := nats.Header{
-				"ce-specversion":      {"1.0"},
-				"ce-id":               {id},
-				"ce-source":           {"bench"},
-				"ce-type":             {"bench.v1"},
-				"ce-subject":          {"k" + strconv.Itoa(i%cfg.Keys)},
-				"ce-time":             {time.Now().UTC().Format(time.RFC3339Nano)},
-				"ce-datacontenttype":  {"application/octet-stream"},
-				jetstream.MsgIDHeader: {id},
-			}
+			h := rawHeader(event.NewID(), "k"+strconv.Itoa(i%cfg.Keys), time.Now())
 			m := &nats.Msg{Subject: subjects[i%cfg.Keys], Data: p, Header: h}
 			f, err := js.PublishMsgAsync(m)
 			if err != nil {
@@ -661,6 +650,23 @@ func runRaw(ctx context.Context, cfg Config, url string) (Side, error) {
 	side.PubMsgsPerS = float64(pub.n) / pub.took.Seconds()
 	pub.latencies(&side)
 	return side, nil
+}
+
+// rawHeader is what the raw loop sends with each event, written out as a
+// raw client would: the headers of the CloudEvent in binary mode that the
+// Herald side publishes (TestRawHeaderIsWhatHeraldSends holds them equal)
+// and the dedup id.
+func rawHeader(id, subject string, now time.Time) nats.Header {
+	return nats.Header{
+		"ce-specversion":      {"1.0"},
+		"ce-id":               {id},
+		"ce-source":           {"bench"},
+		"ce-type":             {"bench.v1"},
+		"ce-subject":          {subject},
+		"ce-time":             {now.UTC().Format(time.RFC3339Nano)},
+		"ce-datacontenttype":  {"application/octet-stream"},
+		jetstream.MsgIDHeader: {id},
+	}
 }
 
 // benchGroup is the Herald side's consumer group.

@@ -5,6 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/event"
 )
 
 // TestRunCountsEveryEvent runs all three loops briefly with several
@@ -128,5 +132,35 @@ func TestPaceKeepsRate(t *testing.T) {
 	}
 	if calls < sent/batch {
 		t.Errorf("%d calls for %d events", calls, sent)
+	}
+}
+
+// The raw loop writes its headers by hand; they must stay the ones the
+// Herald side sends for the same event (the SDK's NATS binding), or the
+// like-for-like baseline measures another wire format.
+func TestRawHeaderIsWhatHeraldSends(t *testing.T) {
+	e := event.New("bench", "bench.v1", []byte("x"))
+	e.Subject = "k7"
+	e.DataContentType = "application/octet-stream"
+	want := map[string]string{}
+	event.NATS.Encode(e, want)
+	want[jetstream.MsgIDHeader] = e.ID // the broker message's id, as the adapter sends it
+	got := rawHeader(e.ID, e.Subject, e.Time)
+	if len(got) != len(want) {
+		t.Errorf("raw headers %v, Herald's %v", got, want)
+	}
+	for k, v := range want {
+		g := got.Get(k)
+		if k == "ce-time" {
+			gt, err1 := time.Parse(time.RFC3339Nano, g)
+			wt, err2 := time.Parse(time.RFC3339Nano, v)
+			if err1 != nil || err2 != nil || !gt.Equal(wt) {
+				t.Errorf("ce-time: raw %q, Herald %q", g, v)
+			}
+			continue
+		}
+		if g != v {
+			t.Errorf("%s: raw %q, Herald %q", k, g, v)
+		}
 	}
 }
