@@ -408,7 +408,8 @@ type TopicConfig struct {
 	MaxMsgs  int64
 	// Replicas is the number of copies in a cluster. Default 1.
 	Replicas int
-	// DedupWindow is how long a message ID is remembered. Default 2m.
+	// DedupWindow is how long a message ID is remembered. Default 2m;
+	// never longer than MaxAge on NATS.
 	DedupWindow time.Duration
 }
 

@@ -481,20 +481,47 @@ func (b *Broker) EnsureTopic(ctx context.Context, topic string, cfg broker.Topic
 	if p := have.Metadata[metaPartitions]; p != want.Metadata[metaPartitions] && cfg.Partitions > 0 {
 		return fmt.Errorf("natsjs: topic %q has %s partitions; changing it to %d would break per-key order (create a new topic)", topic, p, cfg.Partitions)
 	}
-	have.MaxAge, have.MaxBytes, have.MaxMsgs = want.MaxAge, want.MaxBytes, want.MaxMsgs
-	have.Duplicates = want.Duplicates
+	upd := have
+	upd.MaxAge, upd.MaxBytes, upd.MaxMsgs = want.MaxAge, want.MaxBytes, want.MaxMsgs
+	upd.Duplicates = want.Duplicates
 	if cfg.Replicas > 0 {
 		// Only when asked: a client that saw fewer cluster nodes than
 		// there are must not shrink a topic.
-		have.Replicas = cfg.Replicas
+		upd.Replicas = cfg.Replicas
+	}
+	if sameLimits(have, upd) {
+		// Every router and client ensures its topics at start: an update
+		// that changes nothing would still rewrite the stream's metadata,
+		// and the server does not order it with consumers being created
+		// on the same stream.
+		return nil
 	}
 	if err := Retry(ctx, func(ctx context.Context) error {
-		_, err := b.js.UpdateStream(ctx, have)
+		_, err := b.js.UpdateStream(ctx, upd)
 		return err
 	}); err != nil {
 		return fmt.Errorf("natsjs: update topic %q: %w", topic, err)
 	}
 	return nil
+}
+
+// sameLimits reports whether the limits EnsureTopic sets are the same in
+// a and b, reading a zero duplicate window as the server's default.
+func sameLimits(a, b jetstream.StreamConfig) bool {
+	return a.MaxAge == b.MaxAge && a.MaxBytes == b.MaxBytes && a.MaxMsgs == b.MaxMsgs && a.Replicas == b.Replicas &&
+		dedupWindow(a) == dedupWindow(b)
+}
+
+// dedupWindow is the stream's duplicate window as the server sets it: a
+// zero window is 2 minutes, or the maximum age if that is shorter.
+func dedupWindow(c jetstream.StreamConfig) time.Duration {
+	if c.Duplicates != 0 {
+		return c.Duplicates
+	}
+	if c.MaxAge != 0 && c.MaxAge < 2*time.Minute {
+		return c.MaxAge
+	}
+	return 2 * time.Minute
 }
 
 func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.StreamConfig {
@@ -505,6 +532,12 @@ func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.Stre
 	}
 	if maxMsgs == 0 {
 		maxMsgs = -1
+	}
+	dedup := t.DedupWindow
+	if t.MaxAge > 0 && dedup > t.MaxAge {
+		// The server refuses a window longer than the messages live, and
+		// ids of messages that are gone guard nothing.
+		dedup = t.MaxAge
 	}
 	return jetstream.StreamConfig{
 		Name:        name,
@@ -517,7 +550,7 @@ func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.Stre
 		MaxBytes:    maxBytes,
 		MaxMsgs:     maxMsgs,
 		Replicas:    max(t.Replicas, 1),
-		Duplicates:  t.DedupWindow,
+		Duplicates:  dedup,
 		// Atomic or fast batches carry group commits (WithGroupCommit).
 		AllowAtomicPublish: b.groupCommit && !b.fastBatch,
 		AllowBatchPublish:  b.fastBatch,

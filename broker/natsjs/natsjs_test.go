@@ -198,6 +198,61 @@ func TestEnsureTopicRetention(t *testing.T) {
 	}
 }
 
+// EnsureTopic sends the server a stream update only when a limit changes:
+// routers and clients ensure their topics at every start.
+func TestEnsureTopicUpdatesOnlyOnChange(t *testing.T) {
+	e := embedded(t, natsjs.EmbeddedConfig{})
+	b := newBroker(t, natsjs.WithEmbedded(e))
+	ctx := t.Context()
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	updates := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe("$JS.API.STREAM.UPDATE.>", updates); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := b.EnsureTopic(ctx, "limited.topic", broker.TopicConfig{MaxAge: time.Hour, MaxMsgs: 100}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.EnsureTopic(ctx, "default.topic", broker.TopicConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.EnsureTopic(ctx, "short.topic", broker.TopicConfig{MaxAge: 30 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.EnsureTopic(ctx, "limited.topic", broker.TopicConfig{MaxAge: 2 * time.Hour, MaxMsgs: 100}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-updates:
+		if !strings.HasSuffix(m.Subject, natsjs.StreamName("limited.topic")) {
+			t.Fatalf("first update %s, want the changed topic's", m.Subject)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("raising MaxAge sent no stream update")
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(updates); n != 0 {
+		t.Fatalf("%d more stream updates, want only the one that changed a limit", n)
+	}
+	s, err := b.JetStream().Stream(ctx, natsjs.StreamName("limited.topic"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != 2*time.Hour {
+		t.Fatalf("MaxAge %v after the update, want 2h", got)
+	}
+}
+
 // TestCloudEventsInterop proves standard CloudEvents tooling and Herald read
 // each other's events on JetStream: sdk-go decodes what Herald published,
 // and Herald decodes what sdk-go sent.
