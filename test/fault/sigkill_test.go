@@ -3,6 +3,7 @@
 package fault
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -135,19 +136,35 @@ func killCycles(t *testing.T, tg killTarget, cycles int, minLoad, maxLoad time.D
 // found, and how many messages repeat an id.
 func readTopic(t *testing.T, b *natsjs.Broker, topic string) (map[string]struct{}, int) {
 	t.Helper()
-	ctx := t.Context()
-	s, err := b.JetStream().Stream(ctx, natsjs.StreamName(topic))
+	// A cluster may still be electing after the last fault ("JetStream
+	// system temporarily unavailable"): the API calls are retried as the
+	// adapter retries them, within a bound.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var (
+		s    jetstream.Stream
+		info *jetstream.StreamInfo
+		cons jetstream.Consumer
+	)
+	err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		s, err = b.JetStream().Stream(ctx, natsjs.StreamName(topic))
+		return err
+	})
 	if err != nil {
 		t.Fatalf("topic %q: %v", topic, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx)
+		return err
+	}); err != nil {
+		t.Fatalf("topic %q: stream info: %v", topic, err)
 	}
 	total := info.State.Msgs
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
+	if err := natsjs.Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		return err
+	}); err != nil {
+		t.Fatalf("topic %q: read-back consumer: %v", topic, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
