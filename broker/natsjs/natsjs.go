@@ -512,16 +512,20 @@ func sameLimits(a, b jetstream.StreamConfig) bool {
 		dedupWindow(a) == dedupWindow(b)
 }
 
+// serverDedupWindow is the server's duplicate window for a stream that
+// asks for none.
+const serverDedupWindow = 2 * time.Minute
+
 // dedupWindow is the stream's duplicate window as the server sets it: a
-// zero window is 2 minutes, or the maximum age if that is shorter.
+// zero window is serverDedupWindow, or the maximum age if that is shorter.
 func dedupWindow(c jetstream.StreamConfig) time.Duration {
 	if c.Duplicates != 0 {
 		return c.Duplicates
 	}
-	if c.MaxAge != 0 && c.MaxAge < 2*time.Minute {
+	if c.MaxAge != 0 && c.MaxAge < serverDedupWindow {
 		return c.MaxAge
 	}
-	return 2 * time.Minute
+	return serverDedupWindow
 }
 
 func (b *Broker) streamConfig(topic string, t broker.TopicConfig) jetstream.StreamConfig {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-
 	"net/http"
 	"os"
 	"path/filepath"

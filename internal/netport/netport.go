@@ -36,9 +36,25 @@ func Loopback(n int) ([]int, error) {
 	first := max(low-span, 1024)
 	mu.Lock()
 	defer mu.Unlock()
+	var ports []int
+	var err error
 	if low-first < 4*n {
-		return anyPorts(n) // an unusual range: leave the choice to the kernel
+		ports, err = anyPorts(n) // an unusual range: leave the choice to the kernel
+	} else {
+		ports, err = below(first, low, n)
 	}
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ports {
+		given[p] = true
+	}
+	return ports, nil
+}
+
+// below holds n free ports of first..low-1 together, starting at a random
+// one and skipping those given before, and returns them.
+func below(first, low, n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	held := make([]net.Listener, 0, n)
 	defer func() {
@@ -61,9 +77,6 @@ func Loopback(n int) ([]int, error) {
 	}
 	if len(ports) < n {
 		return nil, fmt.Errorf("netport: only %d of %d ports free in %d-%d", len(ports), n, first, low-1)
-	}
-	for _, p := range ports {
-		given[p] = true
 	}
 	return ports, nil
 }
