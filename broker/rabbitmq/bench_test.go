@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/event"
 )
 
 // The benchmarks run the adapter and the raw amqp091-go client over the
@@ -162,6 +163,73 @@ func BenchmarkConsume(b *testing.B) {
 	})
 }
 
+// shapePublishing is what the adapter sends for an event the SDK
+// published (type bench.item.v1, the given id and subject, a binary
+// payload) as the tag-th message of its channel, written out as a raw
+// client would: the CloudEvents AMQP binding's application properties,
+// the content-type and message-id properties and the adapter's own
+// headers. TestShapePublishingIsTheAdapters holds it equal to the
+// adapter's.
+func shapePublishing(id, subject string, now time.Time, tag uint64) amqp.Publishing {
+	return amqp.Publishing{
+		MessageId: id, ContentType: "application/octet-stream", DeliveryMode: amqp.Persistent, Body: benchPayload,
+		Headers: amqp.Table{
+			"cloudEvents_specversion": "1.0", "cloudEvents_id": id, "cloudEvents_source": "bench",
+			"cloudEvents_type": "bench.item.v1", "cloudEvents_subject": subject,
+			"cloudEvents_time": now.UTC().Format(time.RFC3339Nano),
+			hKey:               subject, hSlot: slotNames[broker.Partition(subject, maxPartitions)],
+			hTime: now.UnixMilli(), hTag: int64(tag),
+		},
+	}
+}
+
+// The shapes benchmark writes the adapter's message by hand: it must stay
+// what the SDK and the adapter send, or its last row measures another
+// format.
+func TestShapePublishingIsTheAdapters(t *testing.T) {
+	e := event.New("bench", "bench.item.v1", benchPayload)
+	e.Subject = "k7"
+	e.DataContentType = "application/octet-stream"
+	h := map[string]string{}
+	event.AMQP.Encode(e, h)
+	m := &broker.Message{Topic: "shape", Route: e.Type, Key: e.Key(), ID: e.ID, Header: h, Data: e.Data}
+	hd := amqp.Table{}
+	before := time.Now()
+	_, key, got := (&pubChan{}).builder([]*broker.Message{m})(0, hd)
+	hd[hTag] = int64(1) // publish stamps the channel's tag after build
+	got.Headers, got.DeliveryMode = hd, amqp.Persistent
+	want := shapePublishing(e.ID, e.Subject, e.Time, 1)
+	if key != "bench.item.v1" {
+		t.Errorf("routing key %q, want the event type", key)
+	}
+	if got.MessageId != want.MessageId || got.ContentType != want.ContentType || got.DeliveryMode != want.DeliveryMode {
+		t.Errorf("properties: adapter id %q type %q mode %d, bench id %q type %q mode %d",
+			got.MessageId, got.ContentType, got.DeliveryMode, want.MessageId, want.ContentType, want.DeliveryMode)
+	}
+	if len(got.Headers) != len(want.Headers) {
+		t.Errorf("adapter headers %v, bench %v", got.Headers, want.Headers)
+	}
+	for k, w := range want.Headers {
+		g, ok := got.Headers[k]
+		switch {
+		case !ok:
+			t.Errorf("%s: the adapter does not send it", k)
+		case k == "cloudEvents_time":
+			gt, err := time.Parse(time.RFC3339Nano, g.(string))
+			if err != nil || !gt.Equal(e.Time) {
+				t.Errorf("%s: adapter %v, bench %v", k, g, w)
+			}
+		case k == hTime:
+			// The adapter stamps the publish time, the bench the event's.
+			if ms, ok := g.(int64); !ok || ms < before.UnixMilli() || ms > time.Now().UnixMilli() {
+				t.Errorf("%s: adapter %v (%T), want the publish time in ms", k, g, g)
+			}
+		case g != w:
+			t.Errorf("%s: adapter %v (%T), bench %v (%T)", k, g, g, w, w)
+		}
+	}
+}
+
 // BenchmarkRawShapes takes apart what separates Herald's shape on
 // RabbitMQ from the plain amqp091-go loop (a quorum queue fed through the
 // default exchange, 4096 confirms outstanding, a consumer acking each
@@ -169,7 +237,9 @@ func BenchmarkConsume(b *testing.B) {
 // (multiack), routing each message through a topic exchange into a
 // quorum queue and a stream, Herald's two stored copies (two-copies), and
 // publishing calls of 100 awaited in turn, as `herald bench e2e` publishes
-// (wait100), with Herald's headers (headers). All raw client, no adapter.
+// (wait100), with the properties and headers the adapter sends, published
+// mandatory as it publishes (headers; see shapePublishing). All raw
+// client, no adapter.
 //
 //	go test -run '^$' -bench RawShapes -benchtime 100000x ./broker/rabbitmq
 func BenchmarkRawShapes(b *testing.B) {
@@ -254,13 +324,11 @@ func BenchmarkRawShapes(b *testing.B) {
 			for i := range b.N {
 				p := amqp.Publishing{Body: benchPayload, DeliveryMode: amqp.Persistent}
 				if tc.header {
-					id := strconv.Itoa(i)
-					p.MessageId, p.ContentType = id, "application/octet-stream"
-					p.Headers = amqp.Table{"ce-specversion": "1.0", "ce-id": id, "ce-source": "bench", "ce-type": "bench.item.v1",
-						"ce-subject": "k" + strconv.Itoa(i%64), "ce-time": time.Now().UTC().Format(time.RFC3339Nano),
-						hKey: "k" + strconv.Itoa(i%64), hRoute: "bench.item.v1"}
+					p = shapePublishing(strconv.Itoa(i), "k"+strconv.Itoa(i%64), time.Now(), uint64(i+1))
 				}
-				dc, err := pc.PublishWithDeferredConfirmWithContext(ctx, ex, key, false, false, p)
+				// The adapter publishes mandatory (an unroutable event is
+				// returned, not dropped); so does the row with its headers.
+				dc, err := pc.PublishWithDeferredConfirmWithContext(ctx, ex, key, tc.header, false, p)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -248,12 +248,6 @@ func envInt(t *testing.T, name string, def int) int {
 	return envPositive(t, name, def, strconv.Atoi, "a positive integer")
 }
 
-// envDuration reads a positive duration from the environment.
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	return envPositive(t, name, def, time.ParseDuration, "a positive duration")
-}
-
 // envPositive reads the variable name with parse, def if it is unset; a
 // value that does not parse or is not above zero fails the test.
 func envPositive[T int | time.Duration](t *testing.T, name string, def T, parse func(string) (T, error), want string) T {

@@ -522,3 +522,9 @@ func avgSample(ss []soakSample) soakSampleOut {
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+
+// envDuration reads a positive duration from the environment.
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	return envPositive(t, name, def, time.ParseDuration, "a positive duration")
+}
