@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,6 +117,21 @@ func fill(b *testing.B, tb *tracked, topic string, n int) {
 
 // BenchmarkConsume drains b.N queued 256-byte messages, acking each one,
 // with prefetch 1024.
+// filledSubscription fills a topic with b.N messages, starts the timer and
+// joins group g on it.
+func filledSubscription(b *testing.B) (context.Context, broker.Subscription) {
+	tb, topic := benchTopic(b)
+	fill(b, tb, topic, b.N)
+	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Minute)
+	b.Cleanup(cancel)
+	b.ResetTimer()
+	sub, err := tb.Subscribe(ctx, topic, broker.SubscribeOptions{Group: "g"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ctx, sub
+}
+
 func BenchmarkConsume(b *testing.B) {
 	b.Run("raw", func(b *testing.B) {
 		tb, topic := benchTopic(b)
@@ -139,15 +155,7 @@ func BenchmarkConsume(b *testing.B) {
 		msgsPerSec(b)
 	})
 	b.Run("adapter", func(b *testing.B) {
-		tb, topic := benchTopic(b)
-		fill(b, tb, topic, b.N)
-		ctx, cancel := context.WithTimeout(b.Context(), 10*time.Minute)
-		defer cancel()
-		b.ResetTimer()
-		sub, err := tb.Subscribe(ctx, topic, broker.SubscribeOptions{Group: "g"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		ctx, sub := filledSubscription(b)
 		for range b.N {
 			d, err := sub.Next(ctx)
 			if err != nil {
@@ -158,6 +166,45 @@ func BenchmarkConsume(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		msgsPerSec(b)
+		_ = sub.Close()
+	})
+	// As the router consumes: one goroutine takes deliveries and hands
+	// them to 4 lanes that ack them, so deliveries wait in the lanes while
+	// others are acked.
+	b.Run("adapter-lanes", func(b *testing.B) {
+		ctx, sub := filledSubscription(b)
+		lanes := make([]chan broker.Delivery, 4)
+		var wg sync.WaitGroup
+		errs := make(chan error, len(lanes))
+		for i := range lanes {
+			lanes[i] = make(chan broker.Delivery, broker.DefaultMaxInFlight/len(lanes))
+			wg.Go(func() {
+				for d := range lanes[i] {
+					if err := d.Ack(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		for i := range b.N {
+			d, err := sub.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lanes[i%len(lanes)] <- d
+		}
+		for _, l := range lanes {
+			close(l)
+		}
+		wg.Wait()
+		b.StopTimer()
+		select {
+		case err := <-errs:
+			b.Fatal(err)
+		default:
+		}
 		msgsPerSec(b)
 		_ = sub.Close()
 	})

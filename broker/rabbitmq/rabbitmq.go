@@ -196,6 +196,9 @@ func (b *Broker) Close() error {
 	b.mu.Unlock()
 	for _, s := range subs {
 		s.abort()
+		// Acks handlers made before Close go out before the connection
+		// closes, or their messages would come again.
+		s.flushAcks()
 	}
 	for _, pc := range b.pubs {
 		pc.shutdown()

@@ -133,6 +133,7 @@ type subState struct {
 	tags       []string
 	closed     chan *amqp.Error
 	stop       chan struct{} // stops the merge goroutines
+	acks       *acker        // coalesces the channel's acks
 }
 
 func (s *subscription) setState(st *subState) {
@@ -188,6 +189,7 @@ func (s *subscription) run() {
 		backoff = 50 * time.Millisecond
 		s.setState(st)
 		lost := s.serve(ctx, st)
+		st.acks.close()
 		close(st.stop)
 		s.setState(nil)
 		if !lost {
@@ -223,7 +225,7 @@ func (s *subscription) open(ctx context.Context) (*subState, error) {
 	if err := ch.Qos(s.prefetch, 0, false); err != nil {
 		return fail(err)
 	}
-	st := &subState{ch: ch, queueOf: map[string]string{}, stop: make(chan struct{})}
+	st := &subState{ch: ch, queueOf: map[string]string{}, stop: make(chan struct{}), acks: newAcker(ch)}
 	st.closed = ch.NotifyClose(make(chan *amqp.Error, 1))
 	s.mu.Lock()
 	closing := s.closing
@@ -284,6 +286,7 @@ func (s *subscription) serve(ctx context.Context, st *subState) (lost bool) {
 	for {
 		select {
 		case <-ctx.Done():
+			_ = st.acks.flush()
 			_ = st.ch.Close()
 			return false
 		case <-st.closed:
@@ -303,11 +306,13 @@ func (s *subscription) serve(ctx context.Context, st *subState) (lost bool) {
 				s.cancelConsumers(st)
 			}
 			if s.finished() {
+				_ = st.acks.flush()
 				_ = st.ch.Close()
 				return false
 			}
 		case <-s.kick:
 			if doneCh == nil && s.finished() {
+				_ = st.acks.flush()
 				_ = st.ch.Close()
 				return false
 			}
@@ -326,6 +331,7 @@ func (s *subscription) cancelConsumers(st *subState) {
 	}
 	for d := range st.deliveries {
 		_ = st.ch.Nack(d.DeliveryTag, false, true)
+		st.acks.sent(d.DeliveryTag)
 	}
 }
 
@@ -352,6 +358,7 @@ func (s *subscription) sweep(st *subState) {
 	for _, d := range expired {
 		if d.st == st {
 			_ = st.ch.Nack(d.tag, false, true)
+			st.acks.sent(d.tag)
 		}
 	}
 	if len(expired) > 0 {
@@ -444,11 +451,13 @@ func (s *subscription) accept(st *subState, ad *amqp.Delivery) *delivery {
 		s.mu.Unlock()
 		if same {
 			_ = st.ch.Nack(ad.DeliveryTag, false, true)
+			st.acks.sent(ad.DeliveryTag)
 		}
 		return nil
 	}
 	s.linkLocked(d)
 	s.mu.Unlock()
+	st.acks.received(d.tag)
 	return d
 }
 
@@ -468,6 +477,16 @@ func (s *subscription) Close() error {
 	s.cancelOpen()
 	<-s.cancelled
 	return nil
+}
+
+// flushAcks sends the acks the channel's acker holds.
+func (s *subscription) flushAcks() {
+	s.mu.Lock()
+	st := s.st
+	s.mu.Unlock()
+	if st != nil {
+		_ = st.acks.flush()
+	}
 }
 
 // abort is Close for the Broker's shutdown; run then closes the channel.
@@ -642,7 +661,9 @@ func (d *delivery) Ack(ctx context.Context) error {
 	if st == nil {
 		return err
 	}
-	if err := st.ch.Ack(d.tag, false); err != nil {
+	// Coalesced with the channel's other acks (see acker); an
+	// exactly-once group sends it now, to confirm it.
+	if err := st.acks.ack(d.tag, d.s.opts.ConfirmAcks); err != nil {
 		return settleErr(d, "ack", err)
 	}
 	if d.s.opts.ConfirmAcks {
@@ -663,7 +684,9 @@ func (d *delivery) Term(ctx context.Context, reason string) error {
 		return err
 	}
 	d.s.b.o.log.Debug("rabbitmq: message terminated", "topic", d.msg.Topic, "group", d.s.g.name, "event_id", d.msg.ID, "reason", reason)
-	return settleErr(d, "reject", st.ch.Reject(d.tag, false))
+	err = st.ch.Reject(d.tag, false)
+	st.acks.sent(d.tag)
+	return settleErr(d, "reject", err)
 }
 
 // InProgress restarts the delivery's ack wait. It does not reset
@@ -699,12 +722,15 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		return err
 	}
 	if delay <= 0 {
-		return settleErr(d, "nack", st.ch.Nack(d.tag, false, true))
+		err := st.ch.Nack(d.tag, false, true)
+		st.acks.sent(d.tag)
+		return settleErr(d, "nack", err)
 	}
 	ms := delayTier(delay)
 	dq := delayQueue(d.queue, ms)
 	if err := d.s.b.ensureDelayQueue(ctx, dq, d.queue, ms, d.s.g.repl); err != nil {
 		_ = st.ch.Nack(d.tag, false, true)
+		st.acks.sent(d.tag)
 		return fmt.Errorf("rabbitmq: nack %s: %w", d, err)
 	}
 	hd := make(amqp.Table, len(d.copyHdr)+2)
@@ -720,9 +746,10 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	}}})
 	if errs[0] != nil {
 		_ = st.ch.Nack(d.tag, false, true)
+		st.acks.sent(d.tag)
 		return fmt.Errorf("rabbitmq: nack %s: delayed copy: %w", d, errs[0])
 	}
-	return settleErr(d, "ack after delayed copy", st.ch.Ack(d.tag, false))
+	return settleErr(d, "ack after delayed copy", st.acks.ack(d.tag, false))
 }
 
 // delayTier rounds d up to whole milliseconds and then to one of 8 steps
