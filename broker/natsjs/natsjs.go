@@ -80,6 +80,9 @@ type Broker struct {
 	batches atomic.Uint64
 	// failResets is how many consumer resets to refuse, for tests.
 	failResets atomic.Int32
+	// stallCreates is how many consumer creations to leave unanswered
+	// until their request times out, for tests.
+	stallCreates atomic.Int32
 	// foreignTypes: event types of foreign messages by topic (foreign.go).
 	foreignTypes map[string]string
 

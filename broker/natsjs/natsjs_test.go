@@ -3,6 +3,7 @@ package natsjs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -371,4 +372,44 @@ func next(t *testing.T, s broker.Subscription) broker.Delivery {
 		t.Fatalf("waiting for a delivery: %v", err)
 	}
 	return d
+}
+
+// A consumer creation the server does not answer in time (a cluster busy
+// creating replicated consumers) is asked again, for plain and key-ordered
+// groups alike, and the group then receives its messages.
+func TestSubscribeRetriesAnUnansweredConsumerCreate(t *testing.T) {
+	t.Parallel()
+	e := embedded(t, natsjs.EmbeddedConfig{})
+	for _, keyOrder := range []bool{false, true} {
+		t.Run(fmt.Sprintf("key_order_%v", keyOrder), func(t *testing.T) {
+			b := newBroker(t, natsjs.WithEmbedded(e))
+			topic := fmt.Sprintf("stalled_%v", keyOrder)
+			if err := b.Publish(t.Context(), &broker.Message{Topic: topic, Route: "t.v1", Key: "k", ID: "1", Data: []byte("1")}); err != nil {
+				t.Fatal(err)
+			}
+			natsjs.StallConsumerCreates(b, 1)
+			start := time.Now()
+			sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g", Start: broker.FromFirst, KeyOrder: keyOrder})
+			if err != nil {
+				t.Fatalf("subscribe after one unanswered create: %v", err)
+			}
+			defer sub.Close()
+			if left := natsjs.StallCreatesLeft(b); left != 0 {
+				t.Fatalf("%d stalls left: the create was never stalled", left)
+			}
+			t.Logf("subscribed after %v", time.Since(start).Round(time.Millisecond))
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			d, err := sub.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(d.Message().Data) != "1" {
+				t.Fatalf("got %q", d.Message().Data)
+			}
+			if err := d.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -232,7 +232,11 @@ func (b *Broker) memoryBucket(ctx context.Context, name, description string, ttl
 func (s *orderedSub) ensureConsumers(ctx context.Context) error {
 	o := s.opts
 	if o.Start.Kind == broker.StartNew {
-		st, err := s.b.js.Stream(ctx, s.si.name)
+		var st jetstream.Stream
+		err := Retry(ctx, func(ctx context.Context) (err error) {
+			st, err = s.b.js.Stream(ctx, s.si.name)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("natsjs: topic %q: %w", s.si.topic, err)
 		}

@@ -94,7 +94,21 @@ func (b *Broker) consumer(ctx context.Context, si *streamInfo, o broker.Subscrib
 // settings an existing one may change (ack wait, in-flight limit, filter,
 // priority settings); an existing consumer keeps its position. extra, if
 // set, adjusts the config.
+//
+// A cluster that is slow to answer (creating a replicated consumer under
+// load can take longer than one request's timeout) or electing a leader
+// is asked again: every step is safe to repeat.
 func (b *Broker) ensureConsumer(ctx context.Context, si *streamInfo, name string, o broker.SubscribeOptions,
+	filters []string, extra func(*jetstream.ConsumerConfig)) (jetstream.Consumer, error) {
+	var c jetstream.Consumer
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		c, err = b.ensureConsumerOnce(ctx, si, name, o, filters, extra)
+		return err
+	})
+	return c, err
+}
+
+func (b *Broker) ensureConsumerOnce(ctx context.Context, si *streamInfo, name string, o broker.SubscribeOptions,
 	filters []string, extra func(*jetstream.ConsumerConfig)) (jetstream.Consumer, error) {
 	apply := func(c *jetstream.ConsumerConfig) {
 		c.AckWait = o.AckWait
@@ -141,6 +155,10 @@ func (b *Broker) ensureConsumer(ctx context.Context, si *streamInfo, name string
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	apply(&cfg)
+	if n := b.stallCreates.Load(); n > 0 && b.stallCreates.CompareAndSwap(n, n-1) {
+		<-ctx.Done() // as a cluster too busy to answer in time
+		return nil, ctx.Err()
+	}
 	c, err := b.js.CreateOrUpdateConsumer(ctx, si.name, cfg)
 	if err == nil {
 		err = waitLeader(ctx, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
