@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -20,9 +21,13 @@ type conn struct {
 	cfg  amqp.Config
 	log  *slog.Logger
 	name string
+	// corked connections hold a publish call's writes for one system
+	// call (see corkConn).
+	corked bool
 
 	mu     sync.Mutex
 	c      *amqp.Connection // nil while down
+	cc     *corkConn        // c's socket, when corked
 	up     chan struct{}    // closed iff c != nil
 	closed bool
 
@@ -32,34 +37,54 @@ type conn struct {
 
 // dialConn connects once (so a wrong URL or an unreachable broker is an
 // error from New) and then keeps the connection up until close.
-func dialConn(url string, cfg amqp.Config, name string, log *slog.Logger) (*conn, error) {
-	c := &conn{url: url, cfg: cfg, log: log, name: name, up: make(chan struct{}), done: make(chan struct{})}
-	ac, err := c.dial()
+func dialConn(url string, cfg amqp.Config, name string, corked bool, log *slog.Logger) (*conn, error) {
+	c := &conn{url: url, cfg: cfg, log: log, name: name, corked: corked, up: make(chan struct{}), done: make(chan struct{})}
+	ac, cc, err := c.dial()
 	if err != nil {
 		return nil, err
 	}
-	c.install(ac)
+	c.install(ac, cc)
 	c.wg.Go(c.supervise)
 	return c, nil
 }
 
-func (c *conn) dial() (*amqp.Connection, error) {
+func (c *conn) dial() (*amqp.Connection, *corkConn, error) {
 	cfg := c.cfg
 	cfg.Properties = amqp.Table{"connection_name": c.name}
 	for k, v := range c.cfg.Properties {
 		cfg.Properties[k] = v
 	}
+	var cc *corkConn
+	if c.corked && cfg.Dial != nil {
+		dial := cfg.Dial
+		cfg.Dial = func(network, addr string) (net.Conn, error) {
+			nc, err := dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			cc = &corkConn{Conn: nc}
+			return cc, nil
+		}
+	}
 	ac, err := amqp.DialConfig(c.url, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: rabbitmq: dial %s: %w", broker.ErrUnavailable, redact(c.url), err)
+		return nil, nil, fmt.Errorf("%w: rabbitmq: dial %s: %w", broker.ErrUnavailable, redact(c.url), err)
 	}
-	return ac, nil
+	return ac, cc, nil
 }
 
-func (c *conn) install(ac *amqp.Connection) {
+// corker returns the current connection's socket if it is corked, or
+// nil (whose cork and uncork do nothing).
+func (c *conn) corker() *corkConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.c = ac
+	return c.cc
+}
+
+func (c *conn) install(ac *amqp.Connection, cc *corkConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.c, c.cc = ac, cc
 	close(c.up)
 }
 
@@ -68,7 +93,7 @@ func (c *conn) markDown(ac *amqp.Connection) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c == ac && ac != nil {
-		c.c = nil
+		c.c, c.cc = nil, nil
 		c.up = make(chan struct{})
 	}
 }
@@ -92,9 +117,9 @@ func (c *conn) supervise() {
 		}
 		backoff := 50 * time.Millisecond
 		for {
-			ac, err := c.dial()
+			ac, cc, err := c.dial()
 			if err == nil {
-				c.install(ac)
+				c.install(ac, cc)
 				c.log.Info("rabbitmq connection restored", "connection", c.name)
 				break
 			}

@@ -261,6 +261,10 @@ func (pc *pubChan) publish(ctx context.Context, call *pubCall, n int, build func
 	if err := pc.open(ctx); err != nil {
 		return err
 	}
+	// The call's messages leave in one write (see corkConn).
+	cc := pc.b.pub.corker()
+	cc.cork()
+	defer cc.uncork()
 	for i := range n {
 		if call.errs[i] != nil {
 			continue

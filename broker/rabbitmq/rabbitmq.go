@@ -160,11 +160,11 @@ func New(ctx context.Context, url string, opts ...Option) (*Broker, error) {
 	b := &Broker{o: o, subs: make(map[*subscription]struct{}), cfgs: make(map[string]broker.TopicConfig), done: make(chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	var err error
-	if b.pub, err = dialConn(url, cfg, o.name+"/pub", o.log); err != nil {
+	if b.pub, err = dialConn(url, cfg, o.name+"/pub", true, o.log); err != nil {
 		b.cancel()
 		return nil, err
 	}
-	if b.sub, err = dialConn(url, cfg, o.name+"/sub", o.log); err != nil {
+	if b.sub, err = dialConn(url, cfg, o.name+"/sub", false, o.log); err != nil {
 		b.pub.close()
 		b.cancel()
 		return nil, err
