@@ -25,7 +25,8 @@ import (
 //     its handler keeps from a multiple ack, so a slow handler holds back
 //     neither acks nor the prefetch window.
 //
-// Nacks and rejects are sent at once, each on its own, and then recorded.
+// Nacks and rejects are sent at once, each on its own, through the acker
+// too, so that it knows every tag settled.
 
 const (
 	ackBatch  = 64
@@ -42,6 +43,8 @@ const (
 // ackChannel is what the acker sends on (an *amqp.Channel).
 type ackChannel interface {
 	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	Reject(tag uint64, requeue bool) error
 }
 
 type acker struct {
@@ -120,8 +123,21 @@ func (a *acker) ack(tag uint64, now bool) error {
 	return nil
 }
 
-// sent records that tag was settled on the broker on its own (nack,
-// reject).
+// nack requeues tag's message at once.
+func (a *acker) nack(tag uint64) error {
+	err := a.ch.Nack(tag, false, true)
+	a.sent(tag)
+	return err
+}
+
+// reject rejects tag's message at once, without requeue.
+func (a *acker) reject(tag uint64) error {
+	err := a.ch.Reject(tag, false)
+	a.sent(tag)
+	return err
+}
+
+// sent records that tag was settled on the broker on its own.
 func (a *acker) sent(tag uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

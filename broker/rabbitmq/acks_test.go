@@ -58,26 +58,36 @@ func (u *unackedSet) Ack(tag uint64, multiple bool) error {
 	return nil
 }
 
-// settle is what the adapter does when a handler finishes tag: nack
-// (sent at once, on its own) or ack (to the acker).
+func (u *unackedSet) Nack(tag uint64, multiple, _ bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if multiple {
+		return u.fail("nack of tag %d with multiple: the acker sends nacks on their own", tag)
+	}
+	if !u.unacked[tag] {
+		return u.fail("nack of tag %d, which is not unacked", tag)
+	}
+	delete(u.unacked, tag)
+	return nil
+}
+
+func (u *unackedSet) Reject(tag uint64, _ bool) error { return u.Nack(tag, false, false) }
+
+// settle is what the adapter does when a handler finishes tag: nack or
+// ack, both through the acker.
 func (u *unackedSet) settle(t *testing.T, a *acker, tag uint64, nack bool) {
 	t.Helper()
 	u.mu.Lock()
 	delete(u.inHandler, tag)
-	if nack {
-		if !u.unacked[tag] {
-			u.fail("nack of tag %d, which is not unacked", tag)
-		}
-		delete(u.unacked, tag)
-		u.frames++
-	}
 	u.mu.Unlock()
+	var err error
 	if nack {
-		a.sent(tag)
-		return
+		err = a.nack(tag)
+	} else {
+		err = a.ack(tag, false)
 	}
-	if err := a.ack(tag, false); err != nil {
-		t.Fatalf("ack %d: %v", tag, err)
+	if err != nil {
+		t.Fatalf("settle %d (nack %v): %v", tag, nack, err)
 	}
 }
 
@@ -258,20 +268,8 @@ func TestAckerFlushAndClose(t *testing.T) {
 func TestAcksCoalesceOnRabbitMQ(t *testing.T) {
 	t.Parallel()
 	b := newTestBroker(t)
-	topic := uniq("acks")
-	if err := b.EnsureTopic(t.Context(), topic, broker.TopicConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g", MaxInFlight: 128})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
 	const n = 3000
-	msgs := make([]*broker.Message, n)
-	for i := range msgs {
-		msgs[i] = &broker.Message{Topic: topic, Route: "acks.v1", ID: strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}
-	}
+	sub, msgs := groupAndMessages(t, b, "acks", 128, n)
 	if err := b.Publish(t.Context(), msgs...); err != nil {
 		t.Fatal(err)
 	}
@@ -350,4 +348,25 @@ func TestAcksCoalesceOnRabbitMQ(t *testing.T) {
 	if frames >= n/2 {
 		t.Errorf("%d ack frames for %d acks: not coalesced", frames, n)
 	}
+}
+
+// groupAndMessages makes a topic, joins group g on it with maxInFlight
+// (0: the default) and returns n numbered messages for it, not yet
+// published.
+func groupAndMessages(t *testing.T, b *tracked, prefix string, maxInFlight, n int) (broker.Subscription, []*broker.Message) {
+	t.Helper()
+	topic := uniq(prefix)
+	if err := b.EnsureTopic(t.Context(), topic, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g", MaxInFlight: maxInFlight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	msgs := make([]*broker.Message, n)
+	for i := range msgs {
+		msgs[i] = &broker.Message{Topic: topic, Route: prefix + ".v1", ID: strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}
+	}
+	return sub, msgs
 }

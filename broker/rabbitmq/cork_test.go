@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/heraldhq/herald/broker"
 )
 
 // pipe returns a corked socket over one end of a loopback TCP connection
@@ -111,20 +109,8 @@ func TestCorkWriteErrorClosesTheSocket(t *testing.T) {
 func TestPublishCallIsOneWrite(t *testing.T) {
 	t.Parallel()
 	b := newTestBroker(t)
-	topic := uniq("cork")
-	if err := b.EnsureTopic(t.Context(), topic, broker.TopicConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(t.Context(), topic, broker.SubscribeOptions{Group: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
 	const n = 500
-	msgs := make([]*broker.Message, n)
-	for i := range msgs {
-		msgs[i] = &broker.Message{Topic: topic, Route: "cork.v1", ID: strconv.Itoa(i), Data: []byte(strconv.Itoa(i))}
-	}
+	sub, msgs := groupAndMessages(t, b, "cork", 0, n)
 	cc := b.pub.corker()
 	if cc == nil {
 		t.Fatal("the publishing connection is not corked")

@@ -330,8 +330,7 @@ func (s *subscription) cancelConsumers(st *subState) {
 		}
 	}
 	for d := range st.deliveries {
-		_ = st.ch.Nack(d.DeliveryTag, false, true)
-		st.acks.sent(d.DeliveryTag)
+		_ = st.acks.nack(d.DeliveryTag)
 	}
 }
 
@@ -357,8 +356,7 @@ func (s *subscription) sweep(st *subState) {
 	s.mu.Unlock()
 	for _, d := range expired {
 		if d.st == st {
-			_ = st.ch.Nack(d.tag, false, true)
-			st.acks.sent(d.tag)
+			_ = st.acks.nack(d.tag)
 		}
 	}
 	if len(expired) > 0 {
@@ -450,8 +448,7 @@ func (s *subscription) accept(st *subState, ad *amqp.Delivery) *delivery {
 		same := s.st == st
 		s.mu.Unlock()
 		if same {
-			_ = st.ch.Nack(ad.DeliveryTag, false, true)
-			st.acks.sent(ad.DeliveryTag)
+			_ = st.acks.nack(ad.DeliveryTag)
 		}
 		return nil
 	}
@@ -684,9 +681,7 @@ func (d *delivery) Term(ctx context.Context, reason string) error {
 		return err
 	}
 	d.s.b.o.log.Debug("rabbitmq: message terminated", "topic", d.msg.Topic, "group", d.s.g.name, "event_id", d.msg.ID, "reason", reason)
-	err = st.ch.Reject(d.tag, false)
-	st.acks.sent(d.tag)
-	return settleErr(d, "reject", err)
+	return settleErr(d, "reject", st.acks.reject(d.tag))
 }
 
 // InProgress restarts the delivery's ack wait. It does not reset
@@ -722,15 +717,12 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		return err
 	}
 	if delay <= 0 {
-		err := st.ch.Nack(d.tag, false, true)
-		st.acks.sent(d.tag)
-		return settleErr(d, "nack", err)
+		return settleErr(d, "nack", st.acks.nack(d.tag))
 	}
 	ms := delayTier(delay)
 	dq := delayQueue(d.queue, ms)
 	if err := d.s.b.ensureDelayQueue(ctx, dq, d.queue, ms, d.s.g.repl); err != nil {
-		_ = st.ch.Nack(d.tag, false, true)
-		st.acks.sent(d.tag)
+		_ = st.acks.nack(d.tag)
 		return fmt.Errorf("rabbitmq: nack %s: %w", d, err)
 	}
 	hd := make(amqp.Table, len(d.copyHdr)+2)
@@ -745,8 +737,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		Headers: hd, ContentType: d.ct, MessageId: d.msg.ID, Timestamp: d.at, Body: d.msg.Data,
 	}}})
 	if errs[0] != nil {
-		_ = st.ch.Nack(d.tag, false, true)
-		st.acks.sent(d.tag)
+		_ = st.acks.nack(d.tag)
 		return fmt.Errorf("rabbitmq: nack %s: delayed copy: %w", d, errs[0])
 	}
 	return settleErr(d, "ack after delayed copy", st.acks.ack(d.tag, false))
